@@ -1,0 +1,1 @@
+"""The sans-I/O SAML core. Nothing in this package imports Flask or touches the network."""

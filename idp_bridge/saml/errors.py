@@ -1,0 +1,59 @@
+"""One small exception tree for everything the SAML core refuses.
+
+Every error carries a stable ``code`` (for logs, audit rows and tests), an ``operator``
+message that says exactly what was expected and what arrived, and the HTTP status a web
+layer should answer with. The browser never sees ``operator``: it gets a plain page and a
+correlation id.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class. Subclasses set ``code`` and ``status``."""
+
+    code: str = "bridge_error"
+    status: int = 400
+
+    def __init__(self, operator: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(operator)
+        self.operator = operator
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.operator}"
+
+
+class RequestError(BridgeError):
+    """A SAML message from a peer was malformed, unsigned, forged, stale or replayed."""
+
+    code = "request_invalid"
+    status = 400
+
+
+class SignatureError(RequestError):
+    code = "signature_invalid"
+
+
+class ReplayError(RequestError):
+    code = "request_replayed"
+
+
+class MetadataError(BridgeError):
+    """SP metadata (or our own) could not be read or does not say what we need."""
+
+    code = "metadata_invalid"
+    status = 500
+
+
+class ConfigError(BridgeError):
+    code = "config_invalid"
+    status = 500
+
+
+class KeyError_(BridgeError):  # noqa: N801 - keep clear of the builtin KeyError
+    code = "key_invalid"
+    status = 500
