@@ -1,0 +1,282 @@
+"""Configuration: one TOML file, environment overrides for secrets, validated at start-up.
+
+Where it is read from: ``--config PATH``, else ``$IDP_BRIDGE_CONFIG``, else ``./idp-bridge.toml``.
+Relative paths in the file are relative to the file's own folder. Every validation error
+names the key, the value and what is wrong.
+
+Environment overrides (secrets and per-deployment values stay out of the file):
+
+=============================  ===========================================
+``IDP_BRIDGE_SECRET_KEY``      session/CSRF signing secret
+``IDP_BRIDGE_DATABASE_URL``    SQLAlchemy database URL
+``IDP_BRIDGE_BASE_URL``        public base URL
+``IDP_BRIDGE_KEY_PASSPHRASE``  passphrase of encrypted signing keys
+``IDP_BRIDGE_KEY_PASSPHRASE_FILE``  file holding that passphrase
+=============================  ===========================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .huawei.sites import SITES, site
+from .saml.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "idp-bridge.toml"
+
+#: SAML attribute name -> customer field. ``partner_id`` is the ``[huawei] partner_id`` setting.
+DEFAULT_ATTRIBUTES: dict[str, str] = {
+    "xUserId": "user_id",
+    "xAccountId": "account_id",
+    "bpId": "partner_id",
+    "email": "email",
+    "name": "name",
+    "mobile": "mobile",
+}
+CUSTOMER_FIELDS = ("user_id", "account_id", "partner_id", "email", "name", "mobile")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ServiceProviderConfig:
+    name: str
+    site: str
+    metadata: str  # a file path (absolute after loading) or an http(s) URL
+    x_account_type: str
+    console_hosts: tuple[str, ...]
+    sign_response: bool = False
+
+    @property
+    def metadata_is_url(self) -> bool:
+        return self.metadata.startswith(("https://", "http://"))
+
+
+@dataclass(frozen=True)
+class SamlSettings:
+    clock_skew_seconds: int = 180
+    assertion_lifetime_seconds: int = 300
+    metadata_valid_days: int = 30
+    metadata_cache_seconds: int = 86400
+    session_lifetime_seconds: int = 8 * 3600
+    post_binding: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    base_url: str
+    entity_id: str
+    key_dir: Path
+    metadata_dir: Path
+    database_url: str
+    secret_key: str
+    partner_id: str = ""
+    service_providers: tuple[ServiceProviderConfig, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+    saml: SamlSettings = field(default_factory=SamlSettings)
+    key_passphrase: str | None = None
+    path: Path | None = None
+    trust_forwarded: bool = False
+
+    @property
+    def sso_url(self) -> str:
+        return self.base_url + "/saml/sso"
+
+    @property
+    def metadata_url(self) -> str:
+        return self.base_url + "/saml/metadata"
+
+    @property
+    def metadata_file(self) -> Path:
+        return self.metadata_dir / "IDP Metadata.xml"
+
+    def sp(self, name: str) -> ServiceProviderConfig:
+        for sp in self.service_providers:
+            if sp.name == name:
+                return sp
+        known = ", ".join(s.name for s in self.service_providers) or "none configured"
+        raise ConfigError(f"no service provider named {name!r} (known: {known})", code="sp_unknown")
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("IDP_BRIDGE_CONFIG")
+    return Path(env) if env else Path(DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate. Raises ConfigError."""
+    p = config_path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist; run `idp-bridge init --base-url URL` "
+                          "or pass --config", code="config_missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}", code="config_syntax") from exc
+    return parse_config(raw, base_dir=p.resolve().parent, environ=environ, path=p.resolve())
+
+
+def _get(table: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}{key}: missing (required)", code="config_missing_key")
+        return default
+    value = table[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}{key}: {value!r} is a {type(value).__name__}; expected {want}",
+                          code="config_type")
+    return value
+
+
+def _check_url(value: str, key: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: {value!r} is not an absolute http(s) URL", code="config_url")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{key}: {value!r} must not carry a query or fragment", code="config_url")
+    return value.rstrip("/")
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def _sqlite_url(base_dir: Path, url: str) -> str:
+    """Make ``sqlite:///relative.db`` relative to the config folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        return prefix + str(_resolve(base_dir, url[len(prefix):]))
+    return url
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str] | None = None,
+                 path: Path | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    bridge = _get(raw, "bridge", "", dict, {})
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp"}
+    if unknown:
+        raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
+                          "attributes, huawei, sp", code="config_unknown_key")
+
+    base_url = env.get("IDP_BRIDGE_BASE_URL") or _get(bridge, "base_url", "bridge.", str)
+    base_url = _check_url(base_url, "bridge.base_url")
+    entity_id = _get(bridge, "entity_id", "bridge.", str, base_url + "/saml/metadata")
+    if not entity_id.strip() or entity_id != entity_id.strip():
+        raise ConfigError(f"bridge.entity_id: {entity_id!r} is empty or has surrounding spaces",
+                          code="config_entity_id")
+    key_dir = _resolve(base_dir, _get(bridge, "key_dir", "bridge.", str, "certs"))
+    metadata_dir = _resolve(base_dir, _get(bridge, "metadata_dir", "bridge.", str, "metadata"))
+    database_url = env.get("IDP_BRIDGE_DATABASE_URL") or _get(bridge, "database_url", "bridge.", str,
+                                                             "sqlite:///idp-bridge.db")
+    database_url = _sqlite_url(base_dir, database_url)
+    secret_key = env.get("IDP_BRIDGE_SECRET_KEY") or _get(bridge, "secret_key", "bridge.", str, "")
+    if len(secret_key) < 32:
+        raise ConfigError("bridge.secret_key: missing or shorter than 32 characters; set IDP_BRIDGE_SECRET_KEY "
+                          "(or secret_key in the file) to a long random value", code="config_secret")
+    passphrase = env.get("IDP_BRIDGE_KEY_PASSPHRASE")
+    pass_file = env.get("IDP_BRIDGE_KEY_PASSPHRASE_FILE")
+    if passphrase is None and pass_file:
+        try:
+            passphrase = Path(pass_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"IDP_BRIDGE_KEY_PASSPHRASE_FILE: cannot read {pass_file!r}: {exc}",
+                              code="config_passphrase") from exc
+    trust_forwarded = _get(bridge, "trust_forwarded_headers", "bridge.", bool, False)
+
+    saml_raw = _get(raw, "saml", "", dict, {})
+    saml_kwargs: dict[str, Any] = {}
+    for name, default in SamlSettings().__dict__.items():
+        if name in saml_raw:
+            value = _get(saml_raw, name, "saml.", type(default))
+            if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+                raise ConfigError(f"saml.{name}: {value!r} must be a positive number", code="config_range")
+            saml_kwargs[name] = value
+    extra = set(saml_raw) - set(SamlSettings().__dict__)
+    if extra:
+        raise ConfigError(f"saml: unknown key(s) {', '.join(sorted(extra))}", code="config_unknown_key")
+    saml = SamlSettings(**saml_kwargs)
+    if saml.clock_skew_seconds > 600:
+        raise ConfigError(f"saml.clock_skew_seconds: {saml.clock_skew_seconds} is above the 600 s ceiling "
+                          "(a wide window widens the replay window too)", code="config_range")
+
+    attributes = dict(_get(raw, "attributes", "", dict, DEFAULT_ATTRIBUTES))
+    for attr, source in attributes.items():
+        if not isinstance(source, str) or (source not in CUSTOMER_FIELDS and not source.startswith("literal:")):
+            raise ConfigError(f"attributes.{attr}: {source!r} is not a customer field; expected one of "
+                              f"{', '.join(CUSTOMER_FIELDS)} or 'literal:VALUE'", code="config_attribute")
+    if "xUserId" not in attributes:
+        raise ConfigError("attributes.xUserId: missing; Huawei identifies the customer by it",
+                          code="config_attribute")
+
+    huawei = _get(raw, "huawei", "", dict, {})
+    partner_id = _get(huawei, "partner_id", "huawei.", str, "")
+
+    sps: list[ServiceProviderConfig] = []
+    for i, sp_raw in enumerate(_get(raw, "sp", "", list, [])):
+        where = f"sp[{i}]."
+        if not isinstance(sp_raw, dict):
+            raise ConfigError(f"sp[{i}]: expected a table ([[sp]])", code="config_type")
+        name = _get(sp_raw, "name", where, str)
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{where}name: {name!r} must be 1-64 letters, digits, '.', '_' or '-'",
+                              code="config_sp_name")
+        if any(s.name == name for s in sps):
+            raise ConfigError(f"{where}name: {name!r} is used by another [[sp]]", code="config_sp_name")
+        site_name = _get(sp_raw, "site", where, str)
+        if site_name not in SITES:
+            raise ConfigError(f"{where}site: {site_name!r} is not one of {', '.join(SITES)}", code="config_site")
+        metadata = _get(sp_raw, "metadata", where, str)
+        if not metadata.startswith(("https://", "http://")):
+            metadata = str(_resolve(base_dir, metadata))
+        x_account_type = _get(sp_raw, "x_account_type", where, str)
+        if not x_account_type.strip():
+            raise ConfigError(f"{where}x_account_type: empty; copy it from Partner Center "
+                              "(Support > Open APIs > Configure)", code="config_x_account_type")
+        hosts = _get(sp_raw, "console_hosts", where, list, [site(site_name).console_host])
+        if not hosts or not all(isinstance(h, str) and h and "/" not in h for h in hosts):
+            raise ConfigError(f"{where}console_hosts: {hosts!r} must be a non-empty list of host names",
+                              code="config_console_hosts")
+        sign_response = _get(sp_raw, "sign_response", where, bool, False)
+        sps.append(ServiceProviderConfig(name, site_name, metadata, x_account_type, tuple(hosts), sign_response))
+    x_types = [s.x_account_type for s in sps]
+    if len(set(x_types)) != len(x_types):
+        raise ConfigError(f"sp: the same x_account_type appears twice: {x_types!r}", code="config_x_account_type")
+
+    return Config(
+        base_url=base_url, entity_id=entity_id, key_dir=key_dir, metadata_dir=metadata_dir,
+        database_url=database_url, secret_key=secret_key, partner_id=partner_id,
+        service_providers=tuple(sps), attributes=attributes, saml=saml, key_passphrase=passphrase,
+        path=path, trust_forwarded=trust_forwarded,
+    )
+
+
+def read_raw_config(path: Path) -> dict[str, Any]:
+    """The file as a plain dict, for commands that edit it (``init``, ``sp add``)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist; run `idp-bridge init --base-url URL` "
+                          "first", code="config_missing") from None
+
+
+def write_raw_config(path: Path, raw: Mapping[str, Any]) -> None:
+    """Write atomically with mode 0600 (the file may hold the session secret)."""
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        tomli_w.dump(dict(raw), fh)
+    os.replace(tmp, path)

@@ -1,0 +1,218 @@
+"""The signing key ring: key files in the key directory, their certificates and states.
+
+Files: ``<key_dir>/<key_id>.key`` (PEM private key, mode 0600, optionally passphrase-encrypted)
+and ``<key_dir>/<key_id>.crt`` (PEM certificate). ``key_id`` is derived from the certificate:
+the first 16 hex digits of its SHA-256 fingerprint.
+
+States (``next``, ``active``, ``retiring``, ``retired``) are kept in the database so that every
+worker and node agrees; this module takes them as a mapping. A single key with no recorded
+state is the active one (a fresh ``idp-bridge init``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .saml.algorithms import fingerprint
+from .saml.errors import KeyError_
+from .saml.signing import PrivateKeySigner, Signer
+
+STATES = ("next", "active", "retiring", "retired")
+PUBLISHED_STATES = ("next", "active", "retiring")
+ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256")
+DEFAULT_ALGORITHM = "rsa-3072"
+MIN_RSA_BITS = 2048
+
+
+def key_id_for(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()[:16]
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    key_id: str
+    certificate: x509.Certificate
+    signer: Signer
+    key_path: Path
+    cert_path: Path
+    state: str
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.certificate)
+
+    @property
+    def algorithm(self) -> str:
+        key = self.certificate.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            return f"rsa-{key.key_size}"
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            return f"ec-{key.curve.name}"
+        return type(key).__name__
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    entries: tuple[KeyEntry, ...]
+
+    @property
+    def active(self) -> KeyEntry:
+        active = [e for e in self.entries if e.state == "active"]
+        if len(active) != 1:
+            ids = ", ".join(e.key_id for e in active) or "none"
+            raise KeyError_(f"exactly one signing key must be active; active now: {ids}", code="key_no_active")
+        return active[0]
+
+    @property
+    def published(self) -> tuple[KeyEntry, ...]:
+        """Keys listed in metadata: next, active and retiring, in that order."""
+        order = {s: i for i, s in enumerate(PUBLISHED_STATES)}
+        return tuple(sorted((e for e in self.entries if e.state in order), key=lambda e: order[e.state]))
+
+    def get(self, key_id: str) -> KeyEntry:
+        for e in self.entries:
+            if e.key_id == key_id:
+                return e
+        raise KeyError_(f"no key {key_id!r} in the key ring (have: {', '.join(e.key_id for e in self.entries)})",
+                        code="key_unknown")
+
+
+def check_private_key_file(path: Path) -> None:
+    """Refuse a private key file that group or others may read or write."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyError_(f"private key {str(path)!r} has mode {stat.S_IMODE(mode):04o}; it must be readable by its "
+                        f"owner only (chmod 600 {str(path)!r})", code="key_file_permissions")
+
+
+def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None) -> tuple[Signer, x509.Certificate]:
+    """Load and check one key pair: permissions, size, key/certificate match."""
+    check_private_key_file(key_path)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f"certificate {str(cert_path)!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
+    try:
+        private_key = serialization.load_pem_private_key(
+            key_path.read_bytes(), password=passphrase.encode() if passphrase else None)
+    except TypeError as exc:
+        raise KeyError_(f"private key {str(key_path)!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
+                        "IDP_BRIDGE_KEY_PASSPHRASE_FILE)", code="key_passphrase") from exc
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f"private key {str(key_path)!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
+    if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise KeyError_(f"private key {str(key_path)!r} is {type(private_key).__name__}; expected RSA or ECDSA",
+                        code="key_algorithm")
+    return PrivateKeySigner(private_key, cert, key_id=key_id_for(cert)), cert
+
+
+def scan_key_dir(key_dir: Path) -> list[tuple[Path, Path]]:
+    """Every ``<id>.key`` with its ``<id>.crt`` beside it."""
+    if not key_dir.is_dir():
+        return []
+    pairs = []
+    for key_path in sorted(key_dir.glob("*.key")):
+        cert_path = key_path.with_suffix(".crt")
+        if cert_path.exists():
+            pairs.append((key_path, cert_path))
+    return pairs
+
+
+def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
+                  passphrase: str | None = None) -> KeyRing:
+    """Load every pair in ``key_dir``. Raises KeyError_ on any bad pair (fail closed)."""
+    states = dict(states or {})
+    loaded: list[tuple[Signer, x509.Certificate, Path, Path]] = []
+    for key_path, cert_path in scan_key_dir(key_dir):
+        signer, cert = load_pair(key_path, cert_path, passphrase=passphrase)
+        loaded.append((signer, cert, key_path, cert_path))
+    if not loaded:
+        raise KeyError_(f"no signing key in {str(key_dir)!r}; run `idp-bridge init` or `idp-bridge keys new`",
+                        code="key_none")
+    entries = []
+    for signer, cert, key_path, cert_path in loaded:
+        kid = key_id_for(cert)
+        state = states.get(kid) or ("active" if len(loaded) == 1 else "next")
+        entries.append(KeyEntry(kid, cert, signer, key_path, cert_path, state))
+    return KeyRing(tuple(entries))
+
+
+def _new_private_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    if algorithm == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm.startswith("rsa-") and algorithm in ALGORITHMS:
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
+    raise KeyError_(f"key algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}", code="key_algorithm")
+
+
+def self_signed_certificate(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *, common_name: str,
+                            days: int, now: dt.datetime | None = None) -> x509.Certificate:
+    now = now or dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(private_key, hashes.SHA256())
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create a 0600 file atomically: write beside it, then rename into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_pair(key_dir: Path, private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+               cert: x509.Certificate, *, passphrase: str | None = None) -> tuple[str, Path, Path]:
+    """Store a pair under its key id; the certificate lands last so a scan never sees half a pair."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    kid = key_id_for(cert)
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption())
+    key_path, cert_path = key_dir / f"{kid}.key", key_dir / f"{kid}.crt"
+    _write_private(key_path, private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    os.chmod(cert_path, 0o644)
+    return kid, key_path, cert_path
+
+
+def generate_key(key_dir: Path, *, common_name: str, algorithm: str = DEFAULT_ALGORITHM, days: int = 730,
+                 passphrase: str | None = None) -> tuple[str, Path, Path]:
+    """Create a key and a self-signed certificate in ``key_dir``; returns (key id, key path, cert path)."""
+    private_key = _new_private_key(algorithm)
+    cert = self_signed_certificate(private_key, common_name=common_name, days=days)
+    return write_pair(key_dir, private_key, cert, passphrase=passphrase)
+
+
+def certificates(entries: Sequence[KeyEntry]) -> list[x509.Certificate]:
+    return [e.certificate for e in entries]
