@@ -1,0 +1,114 @@
+"""Create the SQLAlchemy engine for a database URL (SQLite file or PostgreSQL).
+
+SQLite is the embedded default and must be safe with several gunicorn worker *processes*
+on one machine: WAL journal (readers never block the writer), a busy timeout so a writer
+waits for the lock instead of failing, and explicit ``BEGIN IMMEDIATE`` for write
+transactions so a transaction never reads a snapshot and then fails to upgrade to a
+writer (SQLITE_BUSY_SNAPSHOT, which the busy handler cannot retry).
+
+Engines must not cross ``fork()``: a web server that preloads the app calls
+``Store.dispose()`` in each worker after forking.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from idp_bridge.saml.errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+PG_CONNECT_TIMEOUT_S = 5
+# Execution option a write transaction sets so SQLite takes the write lock at BEGIN.
+WRITE_OPTION = "idp_bridge_write"
+
+
+def parse_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"database URL is not a valid SQLAlchemy URL: expected e.g. sqlite:///path/to/bridge.db or "
+            f"postgresql+psycopg://user@host:5432/dbname ({exc})"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"database URL {safe_url(parsed)!r} uses backend {backend!r}; expected sqlite or postgresql"
+        )
+    if backend == "postgresql" and parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        # Plain "postgresql://" would pick psycopg2, which we do not ship.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL for messages and logs: password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_store_engine(url: str | URL, **kwargs: Any) -> Engine:
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, **kwargs)
+    return _postgresql_engine(parsed, **kwargs)
+
+
+def _postgresql_engine(url: URL, **kwargs: Any) -> Engine:
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+
+def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:")
+    if not in_memory and not database.startswith("file:"):
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise ConfigError(
+                f"SQLite database {database!r}: directory {str(parent)!r} does not exist; create it or fix the URL"
+            )
+    connect_args: dict[str, Any] = {
+        "check_same_thread": False,
+        "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+        **kwargs.pop("connect_args", {}),
+    }
+    if in_memory:
+        # One shared connection, or every checkout would see its own empty database.
+        kwargs.setdefault("poolclass", StaticPool)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
+    # Take BEGIN out of the driver's hands (it would defer it, and skip it before DDL);
+    # _sqlite_on_begin emits it instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is not None and str(mode[0]).lower() not in ("wal", "memory"):
+            raise ConfigError(
+                f"SQLite refused WAL journal mode (got {mode[0]!r}); is the file on a network share?"
+            )
+        # Safe with WAL: a power cut may lose the last transactions, never corrupt the file.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(WRITE_OPTION):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")

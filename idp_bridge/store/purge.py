@@ -1,0 +1,28 @@
+"""Delete what has outlived its use."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+
+from idp_bridge.store.db import Database
+from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow
+from idp_bridge.store.timeutil import require_aware
+
+DEFAULT_OUTBOX_RETENTION = timedelta(days=7)
+
+
+def purge_expired(
+    db: Database, now: datetime, *, outbox_retention: timedelta = DEFAULT_OUTBOX_RETENTION
+) -> dict[str, int]:
+    now = require_aware(now)
+    with db.write() as conn:
+        replay = conn.execute(delete(ReplayId).where(ReplayId.expires_at <= now)).rowcount
+        sessions = conn.execute(delete(SessionRow).where(SessionRow.expires_at <= now)).rowcount
+        outbox = conn.execute(
+            delete(OutboxRow).where(
+                OutboxRow.delivered_at.is_not(None), OutboxRow.delivered_at <= now - outbox_retention
+            )
+        ).rowcount
+    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox}

@@ -1,0 +1,144 @@
+"""``Store``: the one object the rest of the bridge holds to reach the database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import URL, Engine
+
+from idp_bridge.store import audit, migrate, purge, replay, sessions, users
+from idp_bridge.store.audit import AuditEvent
+from idp_bridge.store.db import Database
+from idp_bridge.store.engine import create_store_engine
+from idp_bridge.store.sessions import SessionRecord
+from idp_bridge.store.users import User
+
+
+class Store:
+    """Synchronous store over SQLite (embedded default) or PostgreSQL.
+
+    Methods that depend on time take ``now`` (timezone-aware) so callers and tests own the clock.
+    """
+
+    def __init__(self, engine: Engine, *, password_hasher: PasswordHasher | None = None) -> None:
+        self.engine = engine
+        self._db = Database(engine)
+        self._hasher = password_hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+
+    @classmethod
+    def from_url(
+        cls, url: str | URL, *, password_hasher: PasswordHasher | None = None, **engine_kwargs: Any
+    ) -> Store:
+        """Open the database at ``url`` and check it answers (StoreUnavailableError if not)."""
+        store = cls(create_store_engine(url, **engine_kwargs), password_hasher=password_hasher)
+        try:
+            store._db.ping()
+        except BaseException:
+            store.dispose()
+            raise
+        return store
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    def describe(self) -> str:
+        """The database URL with any password hidden."""
+        return self._db.describe()
+
+    # --- schema -----------------------------------------------------------------------------
+    def upgrade(self, revision: str = "head") -> None:
+        migrate.upgrade(self._db, revision)
+
+    def current_revision(self) -> str | None:
+        return migrate.current_revision(self._db)
+
+    def is_migrated(self) -> bool:
+        return self.current_revision() == migrate.head_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- one-time values ----------------------------------------------------------------------
+    def claim_once(self, kind: str, value: str, *, issuer: str, expires_at: datetime, now: datetime) -> bool:
+        return replay.claim_once(self._db, kind, value, issuer=issuer, expires_at=expires_at, now=now)
+
+    # --- users --------------------------------------------------------------------------------
+    def add_user(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        mobile: str | None = None,
+        now: datetime | None = None,
+    ) -> User:
+        return users.add_user(
+            self._db, self._hasher, user_id, password, email=email, name=name, mobile=mobile, now=now
+        )
+
+    def set_password(self, user_id: str, password: str) -> None:
+        users.set_password(self._db, self._hasher, user_id, password)
+
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        users.set_disabled(self._db, user_id, disabled)
+
+    def authenticate(self, user_id: str, password: str) -> User | None:
+        return users.authenticate(self._db, self._hasher, user_id, password)
+
+    def get_user(self, user_id: str) -> User | None:
+        return users.get_user(self._db, user_id)
+
+    # --- sessions -----------------------------------------------------------------------------
+    def create_session(
+        self, data: dict[str, Any], *, user_id: str | None, now: datetime, ttl: timedelta
+    ) -> str:
+        return sessions.create_session(self._db, data, user_id=user_id, now=now, ttl=ttl)
+
+    def load_session(self, token: str, *, now: datetime) -> SessionRecord | None:
+        return sessions.load_session(self._db, token, now=now)
+
+    def save_session(
+        self, token: str, data: dict[str, Any], *, user_id: str | None, now: datetime, ttl: timedelta
+    ) -> bool:
+        return sessions.save_session(self._db, token, data, user_id=user_id, now=now, ttl=ttl)
+
+    def delete_session(self, token: str) -> bool:
+        return sessions.delete_session(self._db, token)
+
+    # --- audit --------------------------------------------------------------------------------
+    def record_event(
+        self,
+        *,
+        event: str,
+        outcome: str,
+        reason_code: str | None = None,
+        correlation_id: str | None = None,
+        sp: str | None = None,
+        customer: str | None = None,
+        detail: dict[str, Any] | None = None,
+        now: datetime,
+    ) -> None:
+        audit.record_event(
+            self._db,
+            event=event,
+            outcome=outcome,
+            reason_code=reason_code,
+            correlation_id=correlation_id,
+            sp=sp,
+            customer=customer,
+            detail=detail,
+            now=now,
+        )
+
+    def recent_events(self, limit: int = 50) -> list[AuditEvent]:
+        return audit.recent_events(self._db, limit)
+
+    # --- housekeeping -------------------------------------------------------------------------
+    def purge_expired(
+        self, now: datetime, *, outbox_retention: timedelta = purge.DEFAULT_OUTBOX_RETENTION
+    ) -> dict[str, int]:
+        return purge.purge_expired(self._db, now, outbox_retention=outbox_retention)

@@ -1,0 +1,139 @@
+"""Declarative models: the one place the schema is described (migrations must match it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from idp_bridge.store.timeutil import UTCDateTime
+
+# Stable constraint names so migrations and autogenerate agree on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Autoincrement ids: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class ReplayId(Base):
+    """A one-time value (AuthnRequest ID, hand-off token jti) seen once until it expires."""
+
+    __tablename__ = "replay_ids"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512), primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(1024))
+    claimed_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(256))
+    mobile: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SessionRow(Base):
+    """Server-side web session. ``id`` is the SHA-256 (hex) of the cookie token, never the token."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[dict[str, Any]]
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    sp: Mapped[str | None] = mapped_column(String(1024))
+    customer: Mapped[str | None] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any] | None]
+
+
+class BindingRow(Base):
+    """Partner customer (x_user_id) bound to a Huawei account (domain)."""
+
+    __tablename__ = "bindings"
+
+    x_user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    domain_id: Mapped[str | None] = mapped_column(String(128))
+    domain_name: Mapped[str | None] = mapped_column(String(256))
+    bind_action: Mapped[str | None] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any] | None]
+    bound: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+
+
+class OutboxRow(Base):
+    """A message to deliver at least once (webhooks); ``dedupe_key`` makes enqueueing idempotent."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key"),
+        Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(256))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MetadataFetchRow(Base):
+    """Who fetched our IdP metadata, and which signing keys it showed them."""
+
+    __tablename__ = "metadata_fetches"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    etag: Mapped[str | None] = mapped_column(String(128))
+    key_ids: Mapped[list[str]]
+
+
+class KeyStateRow(Base):
+    """Lifecycle of one signing key in the key ring (e.g. next, active, retiring, retired)."""
+
+    __tablename__ = "key_states"
+
+    key_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
+
+
+metadata = Base.metadata
