@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus, unquote_to_bytes
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .algorithms import signature_algorithm, verify_detached
 from .errors import RequestError, SignatureError
 
 if TYPE_CHECKING:
-
-    class _QuerySigner(Protocol):
-        """The part of ``idp_bridge.saml.signing.Signer`` a Redirect encoder needs."""
-
-        @property
-        def algorithm(self) -> str: ...
-
-        def sign(self, data: bytes) -> bytes: ...
+    from .signing import Signer
 
 
 PARAM_REQUEST = "SAMLRequest"
@@ -197,6 +192,14 @@ def verify_redirect_signature(msg: RedirectMessage, certificates: Sequence[x509.
     if msg.sig_alg is None or msg.signed_octets is None:
         raise SignatureError("query has a Signature but no SigAlg", code="signature_incomplete")
     algorithm = signature_algorithm(msg.sig_alg)
+    if algorithm.kind == "ecdsa" and msg.signature and len(msg.signature) % 2 == 0:
+        # XML-DSig style r||s (what our Signer produces); cryptography verifies DER. Senders that
+        # put DER in the query still verify through the fallback below.
+        half = len(msg.signature) // 2
+        der = encode_dss_signature(int.from_bytes(msg.signature[:half], "big"),
+                                   int.from_bytes(msg.signature[half:], "big"))
+        with contextlib.suppress(SignatureError):
+            return verify_detached(der, msg.signed_octets, algorithm, certificates)
     return verify_detached(msg.signature, msg.signed_octets, algorithm, certificates)
 
 
@@ -206,7 +209,7 @@ def _deflate_b64(xml: bytes) -> str:
 
 
 def encode_redirect(xml: bytes, *, endpoint: str, param: str = PARAM_REQUEST, relay_state: str | None = None,
-                    signer: _QuerySigner | None = None) -> str:
+                    signer: Signer | None = None) -> str:
     """Build a full HTTP-Redirect URL, percent-encoded like a typical Java SP (form encoding, upper-case hex)."""
     if param not in _MESSAGE_PARAMS:
         raise ValueError(f"param must be one of {_MESSAGE_PARAMS}, not {param!r}")
