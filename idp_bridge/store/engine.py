@@ -42,9 +42,13 @@ def parse_url(url: str | URL) -> URL:
         raise ConfigError(
             f"database URL {safe_url(parsed)!r} uses backend {backend!r}; expected sqlite or postgresql"
         )
-    if backend == "postgresql" and parsed.get_driver_name() not in ("psycopg", "psycopg2"):
-        # Plain "postgresql://" would pick psycopg2, which we do not ship.
+    if parsed.drivername == "postgresql":
+        # Plain "postgresql://" could pick psycopg2, which we do not ship.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise ConfigError(
+            f"database URL {safe_url(parsed)!r} uses driver {parsed.get_driver_name()!r}; expected postgresql+psycopg"
+        )
     return parsed
 
 
