@@ -367,6 +367,14 @@ def test_relay_state_limit() -> None:
     assert decode_redirect(_signed_query("r" * 2000), limits=Limits(max_relay_state_bytes=4096)).relay_state
 
 
+def test_raw_non_ascii_in_signed_parameter_refused() -> None:
+    with pytest.raises(RequestError) as exc:
+        decode_redirect(_signed_query("x").replace("RelayState=x", "RelayState=\u00e4"))
+    assert _code(exc) == "bad_encoding"
+    # ... but not in parameters we do not read
+    assert decode_redirect(_signed_query() + "&note=\u00e4").xml == XML
+
+
 def test_missing_message() -> None:
     with pytest.raises(RequestError) as exc:
         decode_redirect("RelayState=x")

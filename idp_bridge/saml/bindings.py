@@ -81,6 +81,9 @@ def _split_query(raw_query: str, param: str) -> dict[str, str]:
             continue  # not a parameter we read
         if name not in wanted:
             continue
+        if not raw_value.isascii():
+            raise RequestError(f"query parameter {name} holds raw non-ASCII characters; SAML values must be "
+                               "percent-encoded", code="bad_encoding")
         if name in found:
             raise RequestError(f"query parameter {name} appears more than once; a message carries each "
                                "of SAMLRequest/SAMLResponse, RelayState, SigAlg and Signature at most once",
@@ -131,7 +134,13 @@ def _inflate(data: bytes, limit: int, name: str) -> bytes:
 
 def decode_redirect(raw_query: str, *, param: str = PARAM_REQUEST,
                     limits: Limits = DEFAULT_LIMITS) -> RedirectMessage:
-    """Decode an HTTP-Redirect message from the raw query string (everything after '?')."""
+    """Decode an HTTP-Redirect message from the raw query string (everything after '?').
+
+    Pass the query exactly as received, e.g. ``request.query_string.decode("latin-1")`` in Flask
+    (never a re-encoded ``request.args``). The parameters read here must be pure ASCII, as the
+    binding percent-encodes them, so the choice of single-byte decoding cannot change the signed
+    octets. Other parameters (``xAccountType`` ...) are ignored.
+    """
     if param not in _MESSAGE_PARAMS:
         raise ValueError(f"param must be one of {_MESSAGE_PARAMS}, not {param!r}")
     if len(raw_query) > limits.max_query_bytes:
