@@ -52,6 +52,8 @@ class ServiceProviderConfig:
     x_account_type: str
     console_hosts: tuple[str, ...]
     sign_response: bool = False
+    #: Overrides the site's ``/authui/saml/login`` URL (the built-in simulator, a staging IAM).
+    login_url: str | None = None
 
     @property
     def metadata_is_url(self) -> bool:
@@ -248,7 +250,16 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
             raise ConfigError(f"{where}console_hosts: {hosts!r} must be a non-empty list of host names",
                               code="config_console_hosts")
         sign_response = _get(sp_raw, "sign_response", where, bool, False)
-        sps.append(ServiceProviderConfig(name, site_name, metadata, x_account_type, tuple(hosts), sign_response))
+        login_url = _get(sp_raw, "login_url", where, str, None)
+        if login_url is not None:
+            login_url = _check_url(login_url, where + "login_url")
+        unknown_sp = set(sp_raw) - {"name", "site", "metadata", "x_account_type", "console_hosts",
+                                    "sign_response", "login_url"}
+        if unknown_sp:
+            raise ConfigError(f"{where[:-1]}: unknown key(s) {', '.join(sorted(unknown_sp))}",
+                              code="config_unknown_key")
+        sps.append(ServiceProviderConfig(name, site_name, metadata, x_account_type, tuple(hosts), sign_response,
+                                         login_url))
     x_types = [s.x_account_type for s in sps]
     if len(set(x_types)) != len(x_types):
         raise ConfigError(f"sp: the same x_account_type appears twice: {x_types!r}", code="config_x_account_type")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,7 +54,7 @@ def make_key(cn: str = "test", *, bits: int = 2048, curve: bool = False, days: i
     return TestKey(key, cert)
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_key(name: str, bits: int = 2048) -> TestKey:
     """One key per name per test session (RSA generation is slow)."""
     return make_key(name, bits=bits)

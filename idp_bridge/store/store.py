@@ -8,7 +8,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from sqlalchemy import URL, Engine
 
-from idp_bridge.store import audit, migrate, purge, replay, sessions, users
+from idp_bridge.store import audit, keyring, migrate, purge, replay, sessions, users
 from idp_bridge.store.audit import AuditEvent
 from idp_bridge.store.db import Database
 from idp_bridge.store.engine import create_store_engine
@@ -136,6 +136,22 @@ class Store:
 
     def recent_events(self, limit: int = 50) -> list[AuditEvent]:
         return audit.recent_events(self._db, limit)
+
+    # --- key ring ------------------------------------------------------------------------------
+    def key_states(self) -> dict[str, str]:
+        """key id -> state (next, active, retiring, retired) as every worker sees it."""
+        return keyring.key_states(self._db)
+
+    def record_metadata_fetch(
+        self, *, remote_addr: str | None, user_agent: str | None, etag: str | None, key_ids: list[str],
+        now: datetime,
+    ) -> None:
+        keyring.record_metadata_fetch(
+            self._db, remote_addr=remote_addr, user_agent=user_agent, etag=etag, key_ids=key_ids, now=now
+        )
+
+    def metadata_fetches(self, *, limit: int = 100) -> list[keyring.MetadataFetch]:
+        return keyring.metadata_fetches(self._db, limit=limit)
 
     # --- housekeeping -------------------------------------------------------------------------
     def purge_expired(

@@ -1,0 +1,64 @@
+"""Audit events: one structured record per login, rejection, binding, webhook delivery, return, key change.
+
+Each event is stored in the database and written as one JSON log line on the ``idp_bridge.audit``
+logger. Callers pass only what is safe to keep: never a password, token or raw SAML message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from .store import Store
+from .store.audit import scrub_detail
+
+log = logging.getLogger("idp_bridge.audit")
+
+
+def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | None = None,
+          correlation_id: str | None = None, sp: str | None = None, customer: str | None = None,
+          detail: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
+    now = now or dt.datetime.now(dt.UTC)
+    detail = scrub_detail(detail) if detail else None
+    line = {"time": now.isoformat(), "event": event, "outcome": outcome, "reason": reason_code,
+            "correlation_id": correlation_id, "sp": sp, "customer": customer}
+    if detail:
+        line["detail"] = detail
+    log.info(json.dumps(line, ensure_ascii=False, default=str))
+    if store is not None:
+        try:
+            store.record_event(event=event, outcome=outcome, reason_code=reason_code,
+                               correlation_id=correlation_id, sp=sp, customer=customer, detail=detail, now=now)
+        except Exception:  # an audit write must never turn a refusal into a 500
+            log.exception("could not store audit event %s/%s", event, outcome)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; messages that already are JSON objects are merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        base: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name}
+        if msg.startswith("{"):
+            try:
+                base.update(json.loads(msg))
+            except ValueError:
+                base["message"] = msg
+        else:
+            base["message"] = msg
+        if record.exc_info:
+            base["exception"] = self.formatException(record.exc_info)
+        return json.dumps(base, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger("idp_bridge")
+    if any(getattr(h, "_idp_bridge", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    handler._idp_bridge = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,162 @@
+"""The identity provider as a service object: metadata, AuthnRequest acceptance, Response issuing.
+
+This is the one place that ties the sans-I/O SAML core to configuration, keys and storage. The
+Flask layer and the CLI call it; it never imports Flask. Every method either returns a value or
+raises one typed ``BridgeError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .huawei.attributes import Customer, release_attributes
+from .huawei.login_link import check_service_url, console_login_url
+from .keyring_provider import KeyRingProvider
+from .saml.bindings import decode_redirect, encode_post, verify_redirect_signature
+from .saml.errors import ReplayError
+from .saml.metadata import build_idp_metadata, metadata_etag
+from .saml.requests import check_authn_request, parse_authn_request
+from .saml.responses import build_response
+from .saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
+from .sp_registry import LoadedServiceProvider, ServiceProviderRegistry
+from .store import Store
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """An accepted AuthnRequest waiting for a logged-in customer. Kept server-side only."""
+
+    sp_name: str
+    sp_entity_id: str
+    request_id: str
+    acs_url: str
+    relay_state: str | None
+    received_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingLogin:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class PostForm:
+    """What the browser auto-POSTs to the SP's ACS."""
+
+    action: str
+    saml_response: str
+    relay_state: str | None
+
+
+@dataclass(frozen=True)
+class Metadata:
+    xml: bytes
+    etag: str
+    key_ids: tuple[str, ...]
+
+
+class Bridge:
+    def __init__(self, config: Config, store: Store, *, keys: KeyRingProvider | None = None,
+                 sps: ServiceProviderRegistry | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.keys = keys or KeyRingProvider(config, states=store.key_states)
+        self.sps = sps or ServiceProviderRegistry(config)
+
+    # -- metadata ---------------------------------------------------------------------------
+    def metadata(self) -> Metadata:
+        """Our IdP metadata: deterministic for a given key set (byte-identical re-exports)."""
+        published = self.keys.ring().published
+        certs = [e.certificate for e in published]
+        valid_until = min(c.not_valid_after_utc for c in certs)
+        xml = build_idp_metadata(
+            entity_id=self.config.entity_id,
+            sso_url=self.config.sso_url,
+            certificates=certs,
+            valid_until=valid_until,
+            cache_duration=dt.timedelta(seconds=self.config.saml.metadata_cache_seconds),
+            post_binding=False,
+        )
+        return Metadata(xml, metadata_etag(xml), tuple(e.key_id for e in published))
+
+    def export_metadata(self) -> tuple[bool, Metadata]:
+        """Write ``metadata/IDP Metadata.xml``; returns (changed, metadata). Unchanged files are not touched."""
+        meta = self.metadata()
+        path = self.config.metadata_file
+        if path.exists() and path.read_bytes() == meta.xml:
+            return False, meta
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(meta.xml)
+        tmp.replace(path)
+        return True, meta
+
+    # -- SSO ----------------------------------------------------------------------------------
+    def accept_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
+        """Decode, verify and check an HTTP-Redirect AuthnRequest, and claim its ID once."""
+        now = now or utcnow()
+        msg = decode_redirect(raw_query)
+        request = parse_authn_request(msg.xml)
+        sp = self.sps.by_entity_id(request.issuer)
+        verify_redirect_signature(msg, sp.metadata.signing_certificates,
+                                  required=sp.metadata.authn_requests_signed)
+        skew = dt.timedelta(seconds=self.config.saml.clock_skew_seconds)
+        accepted = check_authn_request(request, sp=sp.metadata, sso_urls=[self.config.sso_url], now=now, skew=skew)
+        expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
+        if not self.store.claim_once("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
+            raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
+                              "each request is accepted once", code="request_replayed")
+        return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
+                            now.isoformat())
+
+    def issue_response(self, pending: PendingLogin, customer: Customer, *, authn_instant: dt.datetime,
+                       session_index: str, now: dt.datetime | None = None) -> PostForm:
+        now = now or utcnow()
+        sp = self.sps.get(pending.sp_name)
+        attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
+        xml = build_response(
+            issuer=self.config.entity_id,
+            destination=pending.acs_url,
+            audience=pending.sp_entity_id,
+            in_response_to=pending.request_id,
+            name_id="_" + secrets.token_hex(16),
+            name_id_format=NAMEID_TRANSIENT,
+            attributes=attributes,
+            now=now,
+            lifetime=dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds),
+            not_before_skew=dt.timedelta(seconds=self.config.saml.clock_skew_seconds),
+            session_index=session_index,
+            authn_instant=authn_instant,
+            authn_context=AUTHN_PASSWORD_PROTECTED,
+            signer=self.keys.ring().active.signer,
+            sign_assertion=True,
+            sign_response=sp.config.sign_response,
+            sp_name_qualifier=pending.sp_entity_id,
+        )
+        return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
+
+    # -- console jump -----------------------------------------------------------------------
+    def console_link(self, sp: LoadedServiceProvider, *, service: str | None, first_login: bool) -> str:
+        target = check_service_url(service or sp.site.console_url, sp.config.console_hosts)
+        return console_login_url(login_url=sp.config.login_url or sp.site.login_url, x_account_type=sp.config.x_account_type,
+                                 first_login=first_login, service=target)
+
+    def is_first_login(self, customer: Customer) -> bool:
+        """``isFirstLogin`` for the console jump: true when the customer has no Huawei account bound yet.
+
+        Binding state arrives with Huawei's binding notifications; until the bridge knows of one,
+        a customer counts as bound only when the platform says so.
+        """
+        if customer.bound is not None:
+            return not customer.bound
+        return False

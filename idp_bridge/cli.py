@@ -1,0 +1,264 @@
+"""The ``idp-bridge`` command (click, which Flask already brings)."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import Config, config_path, load_config, read_raw_config, write_raw_config
+from .huawei.sites import SITES, site
+from .saml.algorithms import fingerprint
+from .saml.errors import BridgeError
+from .saml.metadata import parse_sp_metadata
+
+
+class BridgeGroup(click.Group):
+    """Turns a BridgeError into one clear line and exit status 2 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BridgeError as exc:
+            click.echo(f"error: {exc.operator} [{exc.code}]", err=True)
+            ctx.exit(2)
+
+
+def _config(ctx: click.Context) -> Config:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "config" not in obj:
+        obj["config"] = load_config(obj.get("config_path"))
+    cfg: Config = obj["config"]
+    return cfg
+
+
+def _bridge(ctx: click.Context) -> Any:
+    from .bridge import Bridge
+    from .store import Store
+
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "bridge" not in obj:
+        cfg = _config(ctx)
+        store = Store.from_url(cfg.database_url)
+        if not store.is_migrated():
+            store.upgrade()
+        obj["bridge"] = Bridge(cfg, store)
+    return obj["bridge"]
+
+
+@click.group(cls=BridgeGroup)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Config file (default: $IDP_BRIDGE_CONFIG or ./idp-bridge.toml).")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """idp-bridge: the SAML identity provider that sends a partner platform's customers into Huawei Cloud."""
+    ctx.ensure_object(dict)["config_path"] = config_file
+
+
+# -- init -------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--base-url", required=True, help="Public https URL of this bridge, e.g. https://sso.partner.example")
+@click.option("--entity-id", default=None, help="IdP entityID (default: BASE_URL/saml/metadata).")
+@click.option("--algorithm", default="rsa-3072", show_default=True,
+              type=click.Choice(["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256"]))
+@click.option("--days", default=730, show_default=True, type=click.IntRange(1, 3650),
+              help="Validity of the self-signed certificate.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: str, days: int, force: bool) -> None:
+    """Write the config, create the first signing key and export metadata/IDP Metadata.xml."""
+    from .keys import generate_key, scan_key_dir
+
+    path = config_path(ctx.obj.get("config_path"))
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    raw: dict[str, Any] = {"bridge": {
+        "base_url": base_url.rstrip("/"),
+        "entity_id": entity_id or base_url.rstrip("/") + "/saml/metadata",
+        "key_dir": "certs",
+        "metadata_dir": "metadata",
+        "database_url": "sqlite:///idp-bridge.db",
+        "secret_key": secrets.token_urlsafe(48),
+    }, "huawei": {"partner_id": ""}}
+    write_raw_config(path, raw)
+    cfg = load_config(path)  # validates what we wrote (e.g. the base URL)
+    ctx.obj["config"] = cfg
+    if scan_key_dir(cfg.key_dir):
+        click.echo(f"signing key: keeping the existing key(s) in {cfg.key_dir}")
+    else:
+        kid, key_path, cert_path = generate_key(cfg.key_dir, common_name=cfg.entity_id, algorithm=algorithm,
+                                                days=days, passphrase=cfg.key_passphrase)
+        click.echo(f"signing key: {kid} ({algorithm}) -> {key_path} (mode 0600), certificate {cert_path}")
+    bridge = _bridge(ctx)
+    _, meta = bridge.export_metadata()
+    click.echo(f"config:      {path}")
+    click.echo(f"entity ID:   {cfg.entity_id}")
+    click.echo(f"metadata:    {cfg.metadata_file} (upload it in Partner Center: Support > Open APIs > Configure)")
+
+
+# -- service providers ----------------------------------------------------------------------------
+@main.group()
+def sp() -> None:
+    """Service providers (Huawei Cloud sites)."""
+
+
+@sp.command("add")
+@click.argument("name")
+@click.option("--metadata", "metadata_src", required=True, help="SP metadata file or http(s) URL.")
+@click.option("--site", "site_name", required=True, type=click.Choice(list(SITES)))
+@click.option("--x-account-type", required=True, help="Your platform id from Partner Center.")
+@click.option("--console-host", "console_hosts", multiple=True,
+              help="Allowed console host for `service` (repeatable; default: the site's console host).")
+@click.option("--login-url", default=None, help="Override the IAM login URL (simulator or staging only).")
+@click.option("--sign-response", is_flag=True, help="Also sign the Response element.")
+@click.option("--replace", is_flag=True, help="Replace an SP of the same name.")
+@click.pass_context
+def sp_add(ctx: click.Context, name: str, metadata_src: str, site_name: str, x_account_type: str,
+           console_hosts: tuple[str, ...], login_url: str | None, sign_response: bool, replace: bool) -> None:
+    """Add a service provider from its metadata and show what was read from it."""
+    from .sp_registry import fetch_url
+
+    path = config_path(ctx.obj.get("config_path"))
+    raw = read_raw_config(path)
+    is_url = metadata_src.startswith(("https://", "http://"))
+    data = fetch_url(metadata_src) if is_url else Path(metadata_src).read_bytes()
+    meta = parse_sp_metadata(data)
+    stored_src = metadata_src if is_url else str(Path(metadata_src).resolve())
+    entry: dict[str, Any] = {"name": name, "site": site_name, "metadata": stored_src,
+                             "x_account_type": x_account_type,
+                             "console_hosts": list(console_hosts) or [site(site_name).console_host]}
+    if login_url:
+        entry["login_url"] = login_url
+    if sign_response:
+        entry["sign_response"] = True
+    sps = [s for s in raw.get("sp", []) if s.get("name") != name]
+    if len(sps) != len(raw.get("sp", [])) and not replace:
+        raise click.ClickException(f"an SP named {name!r} exists; pass --replace to overwrite it")
+    raw["sp"] = [*sps, entry]
+    write_raw_config(path, raw)
+    load_config(path)  # validate the result
+    click.echo(f"added SP {name!r} (site {site_name}, xAccountType {x_account_type})")
+    click.echo(f"  entityID:             {meta.entity_id}")
+    for ep in meta.acs_endpoints:
+        click.echo(f"  ACS:                  {ep.location} ({ep.binding.rsplit(':', 1)[-1]})")
+    click.echo(f"  AuthnRequestsSigned:  {str(meta.authn_requests_signed).lower()}")
+    click.echo(f"  WantAssertionsSigned: {str(meta.want_assertions_signed).lower()}")
+    for cert in meta.signing_certificates:
+        click.echo(f"  signing certificate:  SHA-256 {fingerprint(cert)}, valid until "
+                   f"{cert.not_valid_after_utc:%Y-%m-%d}")
+
+
+@sp.command("list")
+@click.pass_context
+def sp_list(ctx: click.Context) -> None:
+    """List configured service providers and their metadata."""
+    bridge = _bridge(ctx)
+    for loaded in bridge.sps.all():
+        m = loaded.metadata
+        click.echo(f"{loaded.name}\tsite={loaded.config.site}\txAccountType={loaded.config.x_account_type}\t"
+                   f"entityID={m.entity_id}\tcerts={len(m.signing_certificates)}")
+
+
+# -- users ------------------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Local accounts (demos, development, small platforms)."""
+
+
+@users.command("add")
+@click.argument("user_id")
+@click.option("--email", default=None)
+@click.option("--name", default=None)
+@click.option("--mobile", default=None, help="<country code>-<number>, e.g. 0086-13800000000")
+@click.pass_context
+def users_add(ctx: click.Context, user_id: str, email: str | None, name: str | None, mobile: str | None) -> None:
+    """Add a user; the password is read from standard input (one line)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise click.ClickException("the password (read from stdin) must have at least 8 characters")
+    _bridge(ctx).store.add_user(user_id, password, email=email, name=name, mobile=mobile)
+    click.echo(f"added user {user_id!r}")
+
+
+# -- metadata ---------------------------------------------------------------------------------------
+@main.group()
+def metadata() -> None:
+    """Our IdP metadata."""
+
+
+@metadata.command("export")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of metadata/IDP Metadata.xml ('-' for stdout).")
+@click.pass_context
+def metadata_export(ctx: click.Context, out: str | None) -> None:
+    """Export IDP Metadata.xml (byte-identical when nothing changed)."""
+    bridge = _bridge(ctx)
+    if out == "-":
+        sys.stdout.buffer.write(bridge.metadata().xml)
+        return
+    if out:
+        meta = bridge.metadata()
+        target = Path(out)
+        if target.exists() and target.read_bytes() == meta.xml:
+            click.echo(f"{target}: unchanged (ETag {meta.etag})")
+            return
+        target.write_bytes(meta.xml)
+        click.echo(f"{target}: written (ETag {meta.etag}, keys {', '.join(meta.key_ids)})")
+        return
+    changed, meta = bridge.export_metadata()
+    click.echo(f"{bridge.config.metadata_file}: {'written' if changed else 'unchanged'} "
+               f"(ETag {meta.etag}, keys {', '.join(meta.key_ids)})")
+
+
+# -- database ---------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply schema migrations (Alembic)."""
+    from .store import Store
+
+    cfg = _config(ctx)
+    store = Store.from_url(cfg.database_url)
+    store.upgrade()
+    click.echo(f"database at revision {store.current_revision()}")
+
+
+# -- serve / demo -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Run the bridge with a threaded development server. Production: gunicorn (see README)."""
+    from werkzeug.serving import run_simple
+
+    from .web import create_app
+
+    app = create_app(bridge=_bridge(ctx))
+    click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
+    run_simple(host, port, app, threaded=True)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of the bridge.")
+@click.option("--simulator-port", default=8001, show_default=True, type=int, help="Port of the Huawei IAM simulator.")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
+              help="Scratch folder (default: a new temporary folder).")
+@click.option("--no-browser-hint", is_flag=True, hidden=True)
+def demo(port: int, simulator_port: int, workdir: str | None, no_browser_hint: bool) -> None:
+    """Start the bridge and a Huawei IAM simulator on 127.0.0.1 with throwaway keys and demo users."""
+    from .demo import run_demo
+
+    run_demo(port=port, simulator_port=simulator_port, workdir=Path(workdir) if workdir else None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,134 @@
+"""``idp-bridge demo``: the bridge and a Huawei IAM simulator on 127.0.0.1, nothing else needed.
+
+Everything lives in a scratch folder: a config, a throwaway signing key, an embedded SQLite
+database and demo users. The simulator has its own throwaway key and serves its SP metadata,
+which the bridge loads by URL exactly as it would load Huawei's.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from .bridge import Bridge
+from .config import Config, load_config, write_raw_config
+from .keys import generate_key
+from .simulator import SimulatorConfig, create_simulator_app
+from .store import Store
+from .web import create_app
+
+DEMO_X_ACCOUNT_TYPE = "demo-platform"
+DEMO_SP_NAME = "huawei-sim"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    user_id: str
+    password: str
+    name: str
+    email: str
+    mobile: str
+
+
+DEMO_USERS = (
+    DemoUser("alice", "alice-demo-password", "Alice Zhang", "alice@partner.example", "0086-13800000001"),
+    DemoUser("bob", "bob-demo-password", "Bob Li", "bob@partner.example", "0086-13800000002"),
+)
+
+
+@dataclass
+class DemoSetup:
+    workdir: Path
+    config: Config
+    bridge_url: str
+    simulator_url: str
+    users: tuple[DemoUser, ...] = DEMO_USERS
+    servers: list[BaseWSGIServer] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    simulator: SimulatorConfig | None = None
+
+    def shutdown(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database_url: str | None = None) -> Config:
+    bridge_url = f"http://127.0.0.1:{port}"
+    simulator_url = f"http://127.0.0.1:{simulator_port}"
+    raw: dict[str, Any] = {
+        "bridge": {"base_url": bridge_url, "entity_id": bridge_url + "/saml/metadata", "key_dir": "certs",
+                   "metadata_dir": "metadata", "database_url": database_url or "sqlite:///idp-bridge.db",
+                   "secret_key": secrets.token_urlsafe(48)},
+        "huawei": {"partner_id": "demo-partner-0001"},
+        "sp": [{"name": DEMO_SP_NAME, "site": "cn", "metadata": simulator_url + "/authui/saml/metadata.xml",
+                "x_account_type": DEMO_X_ACCOUNT_TYPE, "console_hosts": ["console.huaweicloud.com"],
+                "login_url": simulator_url + "/authui/saml/login"}],
+    }
+    path = workdir / "idp-bridge.toml"
+    write_raw_config(path, raw)
+    return load_config(path, environ={})
+
+
+def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_port: int = 8001,
+                 database_url: str | None = None) -> DemoSetup:
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="idp-bridge-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url)
+    generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=30)
+    store = Store.from_url(config.database_url)
+    store.upgrade()
+    for user in DEMO_USERS:
+        if store.get_user(user.user_id) is None:
+            store.add_user(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
+    return DemoSetup(workdir, config, config.base_url, f"http://127.0.0.1:{simulator_port}")
+
+
+def start_demo(setup: DemoSetup) -> DemoSetup:
+    """Serve both apps on 127.0.0.1 in background threads (the caller shuts them down)."""
+    simulator = SimulatorConfig.generate(
+        setup.simulator_url, site="cn",
+        idp_metadata={DEMO_X_ACCOUNT_TYPE: setup.config.metadata_url},
+        bind_notify_url=setup.bridge_url + "/huawei/bind",
+        payment_return_url=setup.bridge_url + "/huawei/return")
+    setup.simulator = simulator
+    bridge_app = create_app(bridge=Bridge(setup.config, Store.from_url(setup.config.database_url)))
+    sim_app = create_simulator_app(simulator)
+    for app, url in ((bridge_app, setup.bridge_url), (sim_app, setup.simulator_url)):
+        port = int(url.rsplit(":", 1)[1])
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name=f"demo-{port}", daemon=True)
+        thread.start()
+        setup.servers.append(server)
+        setup.threads.append(thread)
+    return setup
+
+
+def run_demo(*, port: int = 8000, simulator_port: int = 8001, workdir: Path | None = None) -> None:
+    setup = start_demo(prepare_demo(workdir, port=port, simulator_port=simulator_port))
+    users = "\n".join(f"    {u.user_id:<6} password: {u.password}" for u in setup.users)
+    print(f"""
+idp-bridge demo is running (Ctrl-C to stop).
+
+  Open:  {setup.bridge_url}/
+
+  Sign in as a demo user, then click "Open Huawei Cloud console":
+{users}
+
+  Bridge metadata:        {setup.config.metadata_url}
+  Huawei IAM simulator:   {setup.simulator_url}/  (SP metadata {setup.simulator_url}/authui/saml/metadata.xml)
+  Scratch folder:         {setup.workdir}
+""", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        setup.shutdown()

@@ -1,0 +1,135 @@
+"""The configured service providers with their metadata loaded, looked up by name, entity ID or xAccountType.
+
+Metadata comes from a file or a URL. A URL is fetched with a timeout and a size cap and the
+last good copy is kept in the metadata folder, so a restart works while the SP's site is down.
+Files are re-read when they change; URLs are re-fetched after ``refresh_seconds``. A copy that
+fails to load never replaces a good one in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, ServiceProviderConfig
+from .huawei.sites import Site, site
+from .saml.errors import MetadataError, RequestError
+from .saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from .saml.xml import MAX_XML_BYTES
+
+log = logging.getLogger("idp_bridge.sp")
+
+Fetcher = Callable[[str], bytes]
+
+
+def fetch_url(url: str, *, timeout: float = 10.0, max_bytes: int = MAX_XML_BYTES) -> bytes:
+    if not url.startswith(("https://", "http://")):
+        raise MetadataError(f"metadata URL {url!r} is not http(s)", code="metadata_url")
+    req = urllib.request.Request(url, headers={"User-Agent": "idp-bridge"})  # noqa: S310 - scheme checked above
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            data: bytes = resp.read(max_bytes + 1)
+    except OSError as exc:
+        raise MetadataError(f"cannot fetch SP metadata from {url!r}: {exc}", code="metadata_fetch") from exc
+    if len(data) > max_bytes:
+        raise MetadataError(f"SP metadata at {url!r} is larger than {max_bytes} bytes", code="metadata_too_large")
+    return data
+
+
+@dataclass(frozen=True)
+class LoadedServiceProvider:
+    config: ServiceProviderConfig
+    metadata: ServiceProviderMetadata
+    loaded_at: float
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def site(self) -> Site:
+        return site(self.config.site)
+
+
+def load_sp_metadata_bytes(sp: ServiceProviderConfig, *, fetcher: Fetcher = fetch_url,
+                           cache_dir: Path | None = None) -> bytes:
+    if sp.metadata_is_url:
+        cache = cache_dir / f"sp-{sp.name}.xml" if cache_dir else None
+        try:
+            data = fetcher(sp.metadata)
+        except MetadataError:
+            if cache and cache.exists():
+                log.warning("SP %s: metadata URL unreachable; using the cached copy %s", sp.name, cache)
+                return cache.read_bytes()
+            raise
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(data)
+        return data
+    try:
+        return Path(sp.metadata).read_bytes()
+    except OSError as exc:
+        raise MetadataError(f"SP {sp.name}: cannot read metadata file {sp.metadata!r}: {exc}",
+                            code="metadata_file") from exc
+
+
+class ServiceProviderRegistry:
+    def __init__(self, config: Config, *, fetcher: Fetcher = fetch_url, refresh_seconds: float = 3600.0) -> None:
+        self._config = config
+        self._fetcher = fetcher
+        self._refresh = refresh_seconds
+        self._lock = threading.Lock()
+        self._loaded: dict[str, LoadedServiceProvider] = {}
+        self._mtimes: dict[str, float] = {}
+
+    def _stale(self, sp: ServiceProviderConfig) -> bool:
+        current = self._loaded.get(sp.name)
+        if current is None:
+            return True
+        if sp.metadata_is_url:
+            return time.monotonic() - current.loaded_at > self._refresh
+        try:
+            return Path(sp.metadata).stat().st_mtime != self._mtimes.get(sp.name)
+        except OSError:
+            return False  # keep the good copy; the error shows on the next successful look
+
+    def get(self, name: str) -> LoadedServiceProvider:
+        sp = self._config.sp(name)
+        with self._lock:
+            if self._stale(sp):
+                try:
+                    data = load_sp_metadata_bytes(sp, fetcher=self._fetcher, cache_dir=self._config.metadata_dir)
+                    meta = parse_sp_metadata(data)
+                    self._loaded[sp.name] = LoadedServiceProvider(sp, meta, time.monotonic(), sp.metadata)
+                    if not sp.metadata_is_url:
+                        self._mtimes[sp.name] = Path(sp.metadata).stat().st_mtime
+                except MetadataError:
+                    if sp.name not in self._loaded:
+                        raise
+                    log.exception("SP %s: new metadata failed to load; keeping the previous copy", sp.name)
+            return self._loaded[sp.name]
+
+    def all(self) -> list[LoadedServiceProvider]:
+        return [self.get(sp.name) for sp in self._config.service_providers]
+
+    def by_entity_id(self, entity_id: str) -> LoadedServiceProvider:
+        known = []
+        for sp in self._config.service_providers:
+            loaded = self.get(sp.name)
+            if loaded.metadata.entity_id == entity_id:
+                return loaded
+            known.append(loaded.metadata.entity_id)
+        raise RequestError(f"Issuer {entity_id!r} is not a configured service provider "
+                           f"(known entity IDs: {', '.join(known) or 'none'})", code="unknown_issuer")
+
+    def default(self) -> LoadedServiceProvider:
+        if not self._config.service_providers:
+            raise RequestError("no service provider is configured; run `idp-bridge sp add`",
+                               code="sp_none_configured")
+        return self.get(self._config.service_providers[0].name)

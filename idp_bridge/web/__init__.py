@@ -1,0 +1,47 @@
+"""The thin Flask layer: ``create_app`` builds the app from a config file or a ``Config``.
+
+Production: ``gunicorn -w 4 -b 0.0.0.0:8000 'idp_bridge.web:create_app()'`` (config from
+``$IDP_BRIDGE_CONFIG`` or ``./idp-bridge.toml``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from flask import Flask
+
+from ..audit import configure_logging
+from ..bridge import Bridge
+from ..config import Config, load_config
+from ..store import Store
+from . import errors, security
+from .sessions import StoreSessionInterface
+from .views import bp
+
+
+def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge: Bridge | None = None) -> Flask:
+    configure_logging()
+    if bridge is None:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        bridge = Bridge(cfg, Store.from_url(cfg.database_url))
+    cfg = bridge.config
+    if not bridge.store.is_migrated():
+        bridge.store.upgrade()
+    bridge.keys.ring()  # fail at start-up, not at the first login, when no key loads
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=cfg.secret_key, MAX_CONTENT_LENGTH=1024 * 1024,
+                      SESSION_COOKIE_SECURE=cfg.base_url.startswith("https://"))
+    app.extensions["idp_bridge"] = bridge
+    app.session_interface = StoreSessionInterface(
+        bridge.store, lifetime=dt.timedelta(seconds=cfg.saml.session_lifetime_seconds),
+        secure=cfg.base_url.startswith("https://"))
+    if cfg.trust_forwarded:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    security.install(app)
+    errors.install(app)
+    app.register_blueprint(bp)
+    return app
