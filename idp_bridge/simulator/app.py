@@ -15,7 +15,6 @@ Development and test tool only: state lives in memory (see ``state.py``).
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Flask, jsonify, make_response, redirect, render_template, request
@@ -38,7 +37,6 @@ SESSION_COOKIE = "hwsim_session"
 def create_simulator_app(config: SimulatorConfig) -> Flask:
     """Build the simulator app. ``app.extensions["huawei_simulator"]`` holds its ``SimulatorState``."""
     app = Flask(__name__, template_folder="templates")
-    app.secret_key = secrets.token_hex(32)
     state = SimulatorState()
     app.extensions["huawei_simulator"] = state
     sp_metadata = build_sp_metadata(entity_id=config.entity_id, acs_url=config.acs_url,
