@@ -1,4 +1,4 @@
-"""The ``idp-bridge`` command (click, which Flask already brings)."""
+"""Setting up and running the bridge: init, sp, users, metadata, db, serve, demo."""
 
 from __future__ import annotations
 
@@ -9,53 +9,11 @@ from typing import Any
 
 import click
 
-from .config import Config, config_path, load_config, read_raw_config, write_raw_config
-from .huawei.sites import SITES, site
-from .saml.algorithms import fingerprint
-from .saml.errors import BridgeError
-from .saml.metadata import parse_sp_metadata
-
-
-class BridgeGroup(click.Group):
-    """Turns a BridgeError into one clear line and exit status 2 instead of a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except BridgeError as exc:
-            click.echo(f"error: {exc.operator} [{exc.code}]", err=True)
-            ctx.exit(2)
-
-
-def _config(ctx: click.Context) -> Config:
-    obj: dict[str, Any] = ctx.ensure_object(dict)
-    if "config" not in obj:
-        obj["config"] = load_config(obj.get("config_path"))
-    cfg: Config = obj["config"]
-    return cfg
-
-
-def _bridge(ctx: click.Context) -> Any:
-    from .bridge import Bridge
-    from .store import Store
-
-    obj: dict[str, Any] = ctx.ensure_object(dict)
-    if "bridge" not in obj:
-        cfg = _config(ctx)
-        store = Store.from_url(cfg.database_url)
-        if not store.is_migrated():
-            store.upgrade()
-        obj["bridge"] = Bridge(cfg, store)
-    return obj["bridge"]
-
-
-@click.group(cls=BridgeGroup)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="Config file (default: $IDP_BRIDGE_CONFIG or ./idp-bridge.toml).")
-@click.pass_context
-def main(ctx: click.Context, config_file: str | None) -> None:
-    """idp-bridge: the SAML identity provider that sends a partner platform's customers into Huawei Cloud."""
-    ctx.ensure_object(dict)["config_path"] = config_file
+from ..config import config_path, load_config, read_raw_config, write_raw_config
+from ..huawei.sites import SITES, site
+from ..saml.algorithms import fingerprint
+from ..saml.metadata import parse_sp_metadata
+from . import _bridge, _config, main
 
 
 # -- init -------------------------------------------------------------------------------------------
@@ -70,7 +28,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 @click.pass_context
 def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: str, days: int, force: bool) -> None:
     """Write the config, create the first signing key and export metadata/IDP Metadata.xml."""
-    from .keys import generate_key, scan_key_dir
+    from ..keys import generate_key, scan_key_dir
 
     path = config_path(ctx.obj.get("config_path"))
     if path.exists() and not force:
@@ -119,7 +77,7 @@ def sp() -> None:
 def sp_add(ctx: click.Context, name: str, metadata_src: str, site_name: str, x_account_type: str,
            console_hosts: tuple[str, ...], login_url: str | None, sign_response: bool, replace: bool) -> None:
     """Add a service provider from its metadata and show what was read from it."""
-    from .sp_registry import fetch_url
+    from ..sp_registry import fetch_url
 
     path = config_path(ctx.obj.get("config_path"))
     raw = read_raw_config(path)
@@ -223,7 +181,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply schema migrations (Alembic)."""
-    from .store import Store
+    from ..store import Store
 
     cfg = _config(ctx)
     store = Store.from_url(cfg.database_url)
@@ -240,7 +198,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     """Run the bridge with a threaded development server. Production: gunicorn (see README)."""
     from werkzeug.serving import run_simple
 
-    from .web import create_app
+    from ..web import create_app
 
     app = create_app(bridge=_bridge(ctx))
     click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
@@ -255,10 +213,6 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.option("--no-browser-hint", is_flag=True, hidden=True)
 def demo(port: int, simulator_port: int, workdir: str | None, no_browser_hint: bool) -> None:
     """Start the bridge and a Huawei IAM simulator on 127.0.0.1 with throwaway keys and demo users."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(port=port, simulator_port=simulator_port, workdir=Path(workdir) if workdir else None)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
