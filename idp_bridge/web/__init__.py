@@ -15,9 +15,8 @@ from ..audit import configure_logging
 from ..bridge import Bridge
 from ..config import Config, load_config
 from ..store import Store
-from . import errors, security
+from . import account, errors, health, idp, security
 from .sessions import StoreSessionInterface
-from .views import bp
 
 
 def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge: Bridge | None = None) -> Flask:
@@ -43,5 +42,6 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     security.install(app)
     errors.install(app)
-    app.register_blueprint(bp)
+    for blueprint in (idp.bp, account.bp, health.bp):
+        app.register_blueprint(blueprint)
     return app

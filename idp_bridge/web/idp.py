@@ -1,0 +1,71 @@
+"""SAML endpoints: our metadata and the SSO service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, make_response, render_template, request, session
+
+from ..audit import audit
+from ..bridge import PendingLogin, utcnow
+from ..saml.errors import RequestError
+from .auth import bridge, current_customer, require_login_redirect
+from .security import correlation_id, csp_nonce
+
+bp = Blueprint("idp", __name__)
+
+
+@bp.get("/saml/metadata")
+def metadata() -> Response:
+    meta = bridge().metadata()
+    bridge().store.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
+                                         etag=meta.etag, key_ids=list(meta.key_ids), now=utcnow())
+    resp = make_response(meta.xml)
+    resp.mimetype = "application/samlmetadata+xml"
+    resp.charset = "utf-8"
+    resp.set_etag(meta.etag.strip('"'))
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    resp.headers["Content-Disposition"] = 'inline; filename="IDP Metadata.xml"'
+    return resp.make_conditional(request)
+
+
+@bp.get("/saml/sso")
+def sso() -> Response:
+    try:
+        raw_query = request.query_string.decode("ascii")
+    except UnicodeDecodeError:
+        raise RequestError("the query string has non-ASCII bytes; a Redirect-binding message is "
+                           "percent-encoded ASCII", code="query_not_ascii") from None
+    pending = bridge().accept_redirect_request(raw_query)
+    session["pending"] = pending.to_dict()
+    if current_customer() is None:
+        return require_login_redirect()
+    return sso_continue()
+
+
+@bp.get("/saml/continue")
+def sso_continue() -> Response:
+    data = session.get("pending")
+    if not data:
+        raise RequestError("no pending sign-in request in this session (it was completed, expired, or the "
+                           "session changed)", code="no_pending_request")
+    customer = current_customer()
+    if customer is None:
+        return require_login_redirect()
+    pending = PendingLogin.from_dict(data)
+    b = bridge()
+    form = b.issue_response(pending, customer, authn_instant=dt.datetime.fromisoformat(session["authn_instant"]),
+                            session_index=session["session_index"])
+    session.pop("pending", None)
+    audit(b.store, "login", "ok", correlation_id=correlation_id(), sp=pending.sp_name, customer=customer.user_id,
+          detail={"request_id": pending.request_id, "acs": pending.acs_url,
+                  "key_id": b.keys.ring().active.key_id})
+    acs = urlsplit(form.action)
+    resp = make_response(render_template("post_form.html", form=form))
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    resp.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'nonce-{csp_nonce()}'; style-src 'nonce-{csp_nonce()}'; "
+        f"form-action {acs.scheme}://{acs.netloc}; frame-ancestors 'none'; base-uri 'none'")
+    return resp
