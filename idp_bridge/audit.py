@@ -22,7 +22,7 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
           detail: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
     now = now or dt.datetime.now(dt.UTC)
     detail = scrub_detail(detail) if detail else None
-    line = {"time": now.isoformat(), "event": event, "outcome": outcome, "reason": reason_code,
+    line: dict[str, Any] = {"time": now.isoformat(), "event": event, "outcome": outcome, "reason": reason_code,
             "correlation_id": correlation_id, "sp": sp, "customer": customer}
     if detail:
         line["detail"] = detail

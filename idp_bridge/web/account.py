@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
 
 from ..audit import audit
 from ..huawei.attributes import Customer
@@ -55,7 +56,8 @@ def go() -> Response:
     b.console_link(sp, service=service, first_login=False)  # validate before any login step
     customer = current_customer()
     if customer is None:
-        session["next"] = url_for("account.go", **{k: v for k, v in (("sp", sp_name), ("service", service)) if v})
+        params: dict[str, str] = {k: v for k, v in (("sp", sp_name), ("service", service)) if v}
+        session["next"] = url_for("account.go", **params)  # type: ignore[arg-type]
         return require_login_redirect()
     link = b.console_link(sp, service=service, first_login=b.is_first_login(customer))
     audit(b.store, "console_jump", "ok", correlation_id=correlation_id(), sp=sp.name, customer=customer.user_id)

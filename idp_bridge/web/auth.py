@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Response, current_app, redirect, session, url_for
+from flask import current_app, redirect, session, url_for
+from werkzeug.wrappers import Response
 
 from ..bridge import Bridge, utcnow
 from ..huawei.attributes import Customer

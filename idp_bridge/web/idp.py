@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, make_response, render_template, request, session
+from flask import Blueprint, make_response, render_template, request, session
+from werkzeug.wrappers import Response
 
 from ..audit import audit
 from ..bridge import PendingLogin, utcnow
@@ -22,8 +23,7 @@ def metadata() -> Response:
     bridge().store.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
                                          etag=meta.etag, key_ids=list(meta.key_ids), now=utcnow())
     resp = make_response(meta.xml)
-    resp.mimetype = "application/samlmetadata+xml"
-    resp.charset = "utf-8"
+    resp.content_type = "application/samlmetadata+xml; charset=utf-8"
     resp.set_etag(meta.etag.strip('"'))
     resp.headers["Cache-Control"] = "public, max-age=300"
     resp.headers["Content-Disposition"] = 'inline; filename="IDP Metadata.xml"'
