@@ -31,7 +31,7 @@ from lxml import etree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from idp_bridge.saml.responses import AssertionSpec, _render, render_response  # noqa: E402
+from idp_bridge.saml.responses import AssertionSpec, render_response  # noqa: E402
 from idp_bridge.saml.signing import PrivateKeySigner  # noqa: E402
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT  # noqa: E402
 
@@ -111,10 +111,11 @@ def signxml_signer(key: rsa.RSAPrivateKey, cert: x509.Certificate) -> Callable[[
     signer = signxml.XMLSigner(method=signxml.methods.enveloped, signature_algorithm="rsa-sha256",
                                digest_algorithm="sha256", c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#")
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    unsigned = PrivateKeySigner(key, cert)
 
     def run() -> bytes:
         # Same unsigned document as ours, then signxml signs the Assertion and we serialize.
-        root = etree.fromstring(_render(spec()).encode())
+        root = etree.fromstring(render_response(spec(), unsigned, sign_assertion=False))
         assertion = root[2]
         signed = signer.sign(assertion, key=key, cert=cert_pem, reference_uri=assertion.get("ID"))
         root.replace(assertion, signed)

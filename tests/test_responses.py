@@ -22,6 +22,7 @@ from idp_bridge.saml.responses import (
     STATUS_RESPONDER,
     AssertionSpec,
     ResponseBuildError,
+    _canonical_assertion,
     build_error_response,
     build_response,
     render_response,
@@ -222,6 +223,24 @@ def test_shape_follows_the_shared_spec() -> None:
     values = attrs[4].findall(SAML + "AttributeValue")
     assert values[0].text == ATTRIBUTES["name"][0]
     assert values[0].get("{http://www.w3.org/2001/XMLSchema-instance}type") == "xs:string"
+
+
+@pytest.mark.parametrize("attributes", [
+    ATTRIBUTES, {}, {"q": ["", "]]>", "\u00e9\U0001f600", "a\r\n\tb", "x>y&z<\"'"]},
+])
+def test_assertion_text_is_exactly_its_exclusive_c14n(attributes: dict[str, list[str]]) -> None:
+    """The signer hashes the Assertion text as written: it must equal lxml's exc-c14n of it in the document."""
+    now = dt.datetime.now(dt.UTC)
+    spec = AssertionSpec(issuer="https://idp/?a=1&b=<2>", destination=ACS + "?x=\"1\"&y=2", audience=SP,
+                         in_response_to=REQUEST_ID, name_id="n&<>", now=now, session_index="_s", authn_instant=now,
+                         attributes=attributes, sp_name_qualifier=SP)
+    text = _canonical_assertion(spec).encode()
+    key = cached_key("idp")
+    raw = render_response(spec, PrivateKeySigner(key.private_key, key.certificate), sign_assertion=False)
+    assert text in raw  # the bytes sent are the bytes hashed
+    assertion = etree.fromstring(raw).find(SAML + "Assertion")
+    assert assertion is not None
+    assert etree.tostring(assertion, method="c14n", exclusive=True) == text
 
 
 def test_unsigned_assertion_when_only_the_response_is_signed() -> None:

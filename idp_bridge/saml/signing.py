@@ -163,6 +163,8 @@ _SIGNED_INFO = (
     "</ds:SignedInfo>"
 )
 
+_DS_DECLARATION = f' xmlns:ds="{NS_DS}"'
+
 _SIGNATURE = (
     '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">{signed_info}'
     "<ds:SignatureValue>{signature}</ds:SignatureValue>"
@@ -185,6 +187,29 @@ def _cached_certificate_b64(certificate: x509.Certificate) -> str:
     return b64
 
 
+def enveloped_signature_xml(canonical: bytes, ref_id: str, signer: Signer, *,
+                            digest: str = DIGEST_SHA256) -> str:
+    """The ``ds:Signature`` element (as text) for an element whose exclusive C14N is ``canonical``.
+
+    ``canonical`` must be the element *without* the signature, exactly as the enveloped-signature
+    + exc-c14n transforms give it to a verifier. Insert the result right after the element's
+    Issuer with no whitespace around it.
+    """
+    if not _SAFE_ID.fullmatch(ref_id):
+        raise KeyError_(f"cannot sign an element whose ID is {ref_id!r}; expected an NCName such as '_' "
+                        "followed by hex", code="signing_bad_id")
+    hash_name = _HASHLIB_NAMES.get(digest)
+    if hash_name is None:
+        raise KeyError_(f"digest algorithm {digest!r} is refused; expected one of "
+                        + ", ".join(_HASHLIB_NAMES), code="signing_digest_refused")
+    digest_b64 = base64.b64encode(hashlib.new(hash_name, canonical).digest()).decode("ascii")
+    signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id, digest_alg=digest, digest=digest_b64)
+    signature_b64 = base64.b64encode(signer.sign(signed_info.encode("utf-8"))).decode("ascii")
+    # Inside ds:Signature the SignedInfo's own ds declaration is redundant; drop it from the text.
+    return _SIGNATURE.format(signed_info=signed_info.replace(_DS_DECLARATION, "", 1), signature=signature_b64,
+                             certificate=_cached_certificate_b64(signer.certificate))
+
+
 def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIGEST_SHA256) -> None:
     """Sign ``element`` in place with an enveloped signature referencing its ``ID`` attribute.
 
@@ -192,29 +217,16 @@ def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIG
     Assertion and Response), or first when there is none. Sign inner elements (the Assertion)
     before outer ones (the Response).
     """
-    ref_id = element.get("ID")
-    if ref_id is None or not _SAFE_ID.fullmatch(ref_id):
-        raise KeyError_(f"cannot sign <{etree.QName(element).localname}>: its ID attribute is {ref_id!r}; "
-                        "expected an NCName such as '_' followed by hex", code="signing_bad_id")
-    hash_name = _HASHLIB_NAMES.get(digest)
-    if hash_name is None:
-        raise KeyError_(f"digest algorithm {digest!r} is refused; expected one of "
-                        + ", ".join(_HASHLIB_NAMES), code="signing_digest_refused")
+    ref_id = element.get("ID") or ""
     for child in element:
         if child.tag == _DS_SIGNATURE:
             raise KeyError_(f"element {ref_id} already carries a ds:Signature", code="signing_already_signed")
     # Enveloped-signature transform + exc-c14n, as a verifier will compute it: the Signature
-    # is not there yet, and we insert it without whitespace around it.
+    # is not there yet, and we insert it without whitespace around it. lxml canonicalises a
+    # subtree per exc-c14n (ancestor namespaces only where visibly used).
     canonical = etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
-    digest_b64 = base64.b64encode(hashlib.new(hash_name, canonical).digest()).decode("ascii")
-    signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id,
-                                      digest_alg=digest, digest=digest_b64)
-    signature_b64 = base64.b64encode(signer.sign(signed_info.encode("utf-8"))).decode("ascii")
-    signature = etree.fromstring(
-        _SIGNATURE.format(signed_info=signed_info, signature=signature_b64,
-                          certificate=_cached_certificate_b64(signer.certificate)),
-        parser=_TEMPLATE_PARSER,
-    )
+    signature = etree.fromstring(enveloped_signature_xml(canonical, ref_id, signer, digest=digest),
+                                 parser=_TEMPLATE_PARSER)
     first = element[0] if len(element) else None
     if first is not None and first.tag == _SAML_ISSUER:
         first.addnext(signature)
