@@ -12,6 +12,8 @@ Environment overrides (secrets and per-deployment values stay out of the file):
 ``IDP_BRIDGE_BASE_URL``        public base URL
 ``IDP_BRIDGE_KEY_PASSPHRASE``  passphrase of encrypted signing keys
 ``IDP_BRIDGE_KEY_PASSPHRASE_FILE``  file holding that passphrase
+``IDP_BRIDGE_HANDOFF_SECRET``  HS256 secret shared with the partner platform (hand-off tokens)
+``IDP_BRIDGE_WEBHOOK_SECRET``  HMAC-SHA256 secret for webhooks sent to the platform
 =============================  ===========================================
 """
 
@@ -70,6 +72,35 @@ class SamlSettings:
     post_binding: bool = True
 
 
+HANDOFF_ALGORITHMS = ("HS256", "RS256", "ES256")
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """``[platform]``: the partner platform the bridge serves (hand-off, binding, return, webhooks)."""
+
+    #: Where a visitor with no session signs in (``?return_to=<our URL>`` is added); None: local form.
+    login_url: str | None = None
+    #: HS256 shared secret (``IDP_BRIDGE_HANDOFF_SECRET``); None: HS256 not accepted.
+    handoff_secret: str | None = None
+    #: PEM public key of the platform and its algorithm (RS256 or ES256); None: not accepted.
+    handoff_public_key: Path | None = None
+    handoff_public_key_algorithm: str | None = None
+    handoff_max_lifetime_seconds: int = 300
+    handoff_leeway_seconds: int = 60
+    #: Where the customer's browser lands after Huawei's binding notification.
+    bind_landing_url: str | None = None
+    #: Partner pages for "order payment success" and top-up returns.
+    return_url: str | None = None
+    recharge_url: str | None = None
+    #: Query parameters passed through from Huawei's return to the platform page (names only).
+    return_params: tuple[str, ...] = ()
+    webhook_url: str | None = None
+    webhook_secret: str | None = None  # IDP_BRIDGE_WEBHOOK_SECRET
+    #: Run the webhook delivery loop inside every web process (``idp-bridge webhooks run`` otherwise).
+    webhook_in_process: bool = True
+
+
 @dataclass(frozen=True)
 class Config:
     base_url: str
@@ -85,6 +116,7 @@ class Config:
     key_passphrase: str | None = None
     path: Path | None = None
     trust_forwarded: bool = False
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
 
     @property
     def sso_url(self) -> str:
@@ -166,7 +198,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
-    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp"}
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -269,6 +301,59 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         database_url=database_url, secret_key=secret_key, partner_id=partner_id,
         service_providers=tuple(sps), attributes=attributes, saml=saml, key_passphrase=passphrase,
         path=path, trust_forwarded=trust_forwarded,
+        platform=_parse_platform(_get(raw, "platform", "", dict, {}), base_dir, env),
+    )
+
+
+_PARAM_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, str]) -> PlatformSettings:
+    """``[platform]``. URLs are absolute http(s) without query or fragment; secrets come from the environment."""
+    w = "platform."
+    known = set(PlatformSettings.__dataclass_fields__) - {"handoff_secret", "webhook_secret"}
+    unknown = set(raw) - known - {"handoff_secret", "webhook_secret"}
+    if unknown:
+        raise ConfigError(f"platform: unknown key(s) {', '.join(sorted(unknown))}; expected "
+                          f"{', '.join(sorted(known))}", code="config_unknown_key")
+    urls: dict[str, str | None] = {}
+    for key in ("login_url", "bind_landing_url", "return_url", "recharge_url", "webhook_url"):
+        value = _get(raw, key, w, str, None)
+        urls[key] = _check_url(value, w + key) if value is not None else None
+    secret = env.get("IDP_BRIDGE_HANDOFF_SECRET") or _get(raw, "handoff_secret", w, str, None)
+    if secret is not None and len(secret.encode()) < 32:
+        raise ConfigError("platform.handoff_secret (IDP_BRIDGE_HANDOFF_SECRET): shorter than 32 bytes; HS256 "
+                          "needs a long random shared secret", code="config_secret")
+    key_file = _get(raw, "handoff_public_key", w, str, None)
+    key_path = _resolve(base_dir, key_file) if key_file is not None else None
+    key_alg = _get(raw, "handoff_public_key_algorithm", w, str, "RS256" if key_path else None)
+    if key_alg is not None and key_alg not in ("RS256", "ES256"):
+        raise ConfigError(f"platform.handoff_public_key_algorithm: {key_alg!r} is not RS256 or ES256",
+                          code="config_algorithm")
+    if key_path is not None and not key_path.is_file():
+        raise ConfigError(f"platform.handoff_public_key: {str(key_path)!r} does not exist", code="config_key_file")
+    numbers: dict[str, int] = {}
+    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300)):
+        value = _get(raw, key, w, int, default)
+        if not 0 <= value <= ceiling:
+            raise ConfigError(f"{w}{key}: {value!r} must be between 0 and {ceiling}", code="config_range")
+        numbers[key] = value
+    params = _get(raw, "return_params", w, list, [])
+    if not all(isinstance(p, str) and _PARAM_RE.match(p) for p in params):
+        raise ConfigError(f"platform.return_params: {params!r} must be a list of parameter names "
+                          "(letters, digits, '_', '.', '-')", code="config_return_params")
+    webhook_secret = env.get("IDP_BRIDGE_WEBHOOK_SECRET") or _get(raw, "webhook_secret", w, str, None)
+    if urls["webhook_url"] and (not webhook_secret or len(webhook_secret.encode()) < 32):
+        raise ConfigError("platform.webhook_url is set but IDP_BRIDGE_WEBHOOK_SECRET (or platform.webhook_secret) "
+                          "is missing or shorter than 32 bytes", code="config_secret")
+    return PlatformSettings(
+        login_url=urls["login_url"], handoff_secret=secret, handoff_public_key=key_path,
+        handoff_public_key_algorithm=key_alg if key_path else None,
+        handoff_max_lifetime_seconds=numbers["handoff_max_lifetime_seconds"],
+        handoff_leeway_seconds=numbers["handoff_leeway_seconds"],
+        bind_landing_url=urls["bind_landing_url"], return_url=urls["return_url"],
+        recharge_url=urls["recharge_url"], return_params=tuple(params), webhook_url=urls["webhook_url"],
+        webhook_secret=webhook_secret, webhook_in_process=_get(raw, "webhook_in_process", w, bool, True),
     )
 
 
