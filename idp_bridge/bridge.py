@@ -154,9 +154,11 @@ class Bridge:
     def is_first_login(self, customer: Customer) -> bool:
         """``isFirstLogin`` for the console jump: true when the customer has no Huawei account bound yet.
 
-        Binding state arrives with Huawei's binding notifications; until the bridge knows of one,
-        a customer counts as bound only when the platform says so.
+        True when the store has no current binding for the customer (Huawei's binding notifications,
+        ``bindings import``) and the platform did not say it is bound (hand-off claim ``bound``,
+        e.g. created through Huawei's Create Customer API).
         """
-        if customer.bound is not None:
-            return not customer.bound
-        return False
+        if customer.bound:
+            return False
+        binding = self.store.get_binding(customer.user_id)
+        return binding is None or not binding.bound

@@ -237,6 +237,9 @@ def test_sha1_sigalg_rejected_even_for_logged_in_customer(app: Flask, env: Env) 
 def test_go_redirects_logged_in_customer_to_huawei_login(app: Flask) -> None:
     client = app.test_client()
     login(client)
+    # bound to a Huawei account already (otherwise isFirstLogin=true; see tests/test_web_platform.py)
+    app.extensions["idp_bridge"].store.apply_binding(x_user_id="cust-1001", bound=True, domain_id="d-1",
+                                                     source="test", now=dt.datetime.now(dt.UTC))
     service = "https://console.huaweicloud.com/console/?region=cn-north-4#/home"
     resp = client.get("/go", query_string={"service": service})
     assert resp.status_code == 302

@@ -8,10 +8,12 @@ from typing import Any
 from argon2 import PasswordHasher
 from sqlalchemy import URL, Engine
 
-from idp_bridge.store import audit, keyring, migrate, purge, replay, sessions, users
+from idp_bridge.store import audit, bindings, keyring, migrate, outbox, purge, replay, sessions, users
 from idp_bridge.store.audit import AuditEvent
+from idp_bridge.store.bindings import Binding
 from idp_bridge.store.db import Database
 from idp_bridge.store.engine import create_store_engine
+from idp_bridge.store.outbox import OutboxMessage
 from idp_bridge.store.sessions import SessionRecord
 from idp_bridge.store.users import User
 
@@ -142,19 +144,72 @@ class Store:
         """key id -> state (next, active, retiring, retired) as every worker sees it."""
         return keyring.key_states(self._db)
 
+    def key_records(self) -> dict[str, keyring.KeyStateRecord]:
+        return keyring.key_records(self._db)
+
+    def register_key(self, key_id: str, *, state: str = "next", now: datetime) -> None:
+        keyring.register_key(self._db, key_id, state=state, now=now)
+
+    def set_key_state(self, key_id: str, state: str, *, now: datetime) -> str | None:
+        """Atomic transition; activating demotes the active key to retiring (its id is returned)."""
+        return keyring.set_key_state(self._db, key_id, state, now=now)
+
+    def confirm_published(self, key_id: str, sp: str, *, now: datetime, note: str | None = None) -> None:
+        keyring.confirm_published(self._db, key_id, sp, now=now, note=note)
+
+    def key_publications(self, key_id: str) -> list[keyring.KeyPublication]:
+        return keyring.publications(self._db, key_id)
+
     def record_metadata_fetch(
         self, *, remote_addr: str | None, user_agent: str | None, etag: str | None, key_ids: list[str],
-        now: datetime,
+        now: datetime, sp: str | None = None,
     ) -> None:
         keyring.record_metadata_fetch(
-            self._db, remote_addr=remote_addr, user_agent=user_agent, etag=etag, key_ids=key_ids, now=now
+            self._db, remote_addr=remote_addr, user_agent=user_agent, etag=etag, key_ids=key_ids, now=now, sp=sp
         )
 
-    def metadata_fetches(self, *, limit: int = 100) -> list[keyring.MetadataFetch]:
-        return keyring.metadata_fetches(self._db, limit=limit)
+    def metadata_fetches(self, *, limit: int = 100, since: datetime | None = None) -> list[keyring.MetadataFetch]:
+        return keyring.metadata_fetches(self._db, limit=limit, since=since)
+
+    def fetches_with_key(self, key_id: str, *, since: datetime | None = None) -> list[keyring.MetadataFetch]:
+        return keyring.fetches_with_key(self._db, key_id, since=since)
 
     # --- housekeeping -------------------------------------------------------------------------
     def purge_expired(
         self, now: datetime, *, outbox_retention: timedelta = purge.DEFAULT_OUTBOX_RETENTION
     ) -> dict[str, int]:
         return purge.purge_expired(self._db, now, outbox_retention=outbox_retention)
+
+    # --- bindings -----------------------------------------------------------------------------
+    def apply_binding(
+        self, *, x_user_id: str, bound: bool, domain_id: str | None = None, domain_name: str | None = None,
+        bind_action: str | None = None, payload: dict[str, Any] | None = None, source: str, now: datetime,
+        notify: bool = True,
+    ) -> tuple[bool, str | None]:
+        """Idempotent; (changed, webhook idempotency key). A change queues a webhook in the same transaction."""
+        return bindings.apply_binding(
+            self._db, x_user_id=x_user_id, bound=bound, domain_id=domain_id, domain_name=domain_name,
+            bind_action=bind_action, payload=payload, source=source, now=now, notify=notify,
+        )
+
+    def get_binding(self, x_user_id: str) -> Binding | None:
+        return bindings.get_binding(self._db, x_user_id)
+
+    def list_bindings(self, *, limit: int = 1000, only_bound: bool = False) -> list[Binding]:
+        return bindings.list_bindings(self._db, limit=limit, only_bound=only_bound)
+
+    # --- outbox -------------------------------------------------------------------------------
+    def claim_outbox(self, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
+        return outbox.claim_due(self._db, now=now, lease=lease, limit=limit)
+
+    def mark_outbox_delivered(self, message_id: int, *, now: datetime) -> bool:
+        return outbox.mark_delivered(self._db, message_id, now=now)
+
+    def mark_outbox_failed(self, message_id: int, *, error: str, retry_at: datetime) -> None:
+        outbox.mark_failed(self._db, message_id, error=error, retry_at=retry_at)
+
+    def outbox_messages(self, *, pending_only: bool = False, limit: int = 100) -> list[OutboxMessage]:
+        return outbox.list_messages(self._db, pending_only=pending_only, limit=limit)
+
+    def outbox_pending_count(self) -> int:
+        return outbox.pending_count(self._db)

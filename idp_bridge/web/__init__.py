@@ -15,7 +15,7 @@ from ..audit import configure_logging
 from ..bridge import Bridge
 from ..config import Config, load_config
 from ..store import Store
-from . import account, errors, health, idp, security
+from . import account, errors, health, idp, platform, security
 from .sessions import StoreSessionInterface
 
 
@@ -42,6 +42,17 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     security.install(app)
     errors.install(app)
-    for blueprint in (idp.bp, account.bp, health.bp):
+    for blueprint in (idp.bp, account.bp, health.bp, platform.bp):
         app.register_blueprint(blueprint)
+    _start_webhook_loop(app, bridge)
     return app
+
+
+def _start_webhook_loop(app: Flask, bridge: Bridge) -> None:
+    """Deliver binding webhooks from this process too (safe with many workers: claims are atomic)."""
+    from ..webhooks import DeliveryLoop, settings_from_config
+
+    p = bridge.config.platform
+    settings = settings_from_config(p.webhook_url, p.webhook_secret)
+    if settings is not None and p.webhook_in_process:
+        app.extensions["idp_bridge_webhooks"] = DeliveryLoop(bridge.store, settings).start()

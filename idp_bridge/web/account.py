@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 
 from ..audit import audit
 from ..huawei.attributes import Customer
+from ..platform_service import accept_handoff
 from .auth import bridge, continue_after_login, current_customer, log_in, require_login_redirect
 from .security import check_csrf, correlation_id
 
@@ -53,12 +54,20 @@ def go() -> Response:
     sp_name = request.args.get("sp")
     sp = b.sps.get(sp_name) if sp_name else b.sps.default()
     service = request.args.get("service")
-    b.console_link(sp, service=service, first_login=False)  # validate before any login step
+    b.console_link(sp, service=service, first_login=False)  # validate before any login step (or jti use)
+    token = request.args.get("token")
+    if token:  # the platform's hand-off: sign in and jump in one step
+        claims = accept_handoff(b, token)
+        log_in(claims.customer, method="handoff")
+        audit(b.store, "handoff", "ok", correlation_id=correlation_id(), sp=sp.name, customer=claims.customer.user_id,
+              detail={"alg": claims.algorithm, "iss": claims.issuer, "jti": claims.jti})
     customer = current_customer()
     if customer is None:
         params: dict[str, str] = {k: v for k, v in (("sp", sp_name), ("service", service)) if v}
         session["next"] = url_for("account.go", **params)  # type: ignore[arg-type]
         return require_login_redirect()
-    link = b.console_link(sp, service=service, first_login=b.is_first_login(customer))
-    audit(b.store, "console_jump", "ok", correlation_id=correlation_id(), sp=sp.name, customer=customer.user_id)
+    first_login = b.is_first_login(customer)
+    link = b.console_link(sp, service=service, first_login=first_login)
+    audit(b.store, "console_jump", "ok", correlation_id=correlation_id(), sp=sp.name, customer=customer.user_id,
+          detail={"is_first_login": first_login})
     return redirect(link)

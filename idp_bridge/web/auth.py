@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlencode
 
 from flask import current_app, redirect, session, url_for
 from werkzeug.wrappers import Response
@@ -47,5 +48,15 @@ def continue_after_login() -> Response:
 
 
 def require_login_redirect() -> Response:
-    """Send a visitor with no session to sign in; the pending step stays in the server session."""
-    return redirect(url_for("account.login"))
+    """Send a visitor with no session to sign in; the pending step stays in the server session.
+
+    With ``[platform] login_url`` the platform signs the customer in and sends the browser to
+    ``return_to`` (always our own ``/handoff`` URL) with ``&token=<hand-off JWT>`` appended.
+    Without it, the bridge's local sign-in form (demo, small platforms).
+    """
+    cfg = bridge().config
+    if not cfg.platform.login_url:
+        return redirect(url_for("account.login"))
+    step = "/saml/continue" if "pending" in session else (safe_next(session.get("next")) or "/")
+    return_to = cfg.base_url + "/handoff?" + urlencode({"next": step})
+    return redirect(cfg.platform.login_url + "?" + urlencode({"return_to": return_to}))

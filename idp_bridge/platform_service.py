@@ -1,0 +1,77 @@
+"""The partner-platform side of the bridge: hand-off tokens, Huawei binding notifications, binding state.
+
+Glue between the sans-I/O checks (handoff.py, huawei/binding.py), the configuration and the store;
+no Flask. The web layer and the CLI call these; each raises one typed BridgeError on refusal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from .bridge import Bridge, utcnow
+from .handoff import HandoffClaims, HandoffError, HandoffKeys, verify_handoff_token
+from .huawei.binding import BindNotification, verify_bind_notification
+from .saml.algorithms import fingerprint
+from .saml.errors import BridgeError
+
+
+def handoff_keys(bridge: Bridge) -> HandoffKeys:
+    cached: HandoffKeys | None = getattr(bridge, "_handoff_keys", None)
+    if cached is None:
+        p = bridge.config.platform
+        cached = HandoffKeys.from_settings(secret=p.handoff_secret, public_key_file=p.handoff_public_key,
+                                           public_key_algorithm=p.handoff_public_key_algorithm)
+        bridge._handoff_keys = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def accept_handoff(bridge: Bridge, token: str, *, now: dt.datetime | None = None) -> HandoffClaims:
+    """Verify a hand-off token and claim its ``jti`` once (across every process sharing the database)."""
+    now = now or utcnow()
+    p = bridge.config.platform
+    leeway = dt.timedelta(seconds=p.handoff_leeway_seconds)
+    claims = verify_handoff_token(token, keys=handoff_keys(bridge), audience=bridge.config.entity_id, now=now,
+                                  max_lifetime=dt.timedelta(seconds=p.handoff_max_lifetime_seconds), leeway=leeway)
+    issuer = claims.issuer or "platform"
+    if not bridge.store.claim_once("handoff_jti", f"{issuer}|{claims.jti}"[:512], issuer=issuer,
+                                   expires_at=claims.expires_at + leeway, now=now):
+        raise HandoffError(f"hand-off token jti {claims.jti!r} (sub {claims.customer.user_id!r}) was already "
+                           "used; each token is accepted once", code="handoff_replayed")
+    return claims
+
+
+def huawei_certificates(bridge: Bridge) -> list[tuple[str, x509.Certificate]]:
+    """(SP name, certificate) for every configured Huawei SP's metadata signing certificates."""
+    found: list[tuple[str, x509.Certificate]] = []
+    for sp in bridge.config.service_providers:
+        for cert in bridge.sps.get(sp.name).metadata.signing_certificates:
+            found.append((sp.name, cert))
+    return found
+
+
+@dataclass(frozen=True)
+class BindOutcome:
+    notification: BindNotification
+    sp_name: str | None
+    changed: bool
+    webhook_key: str | None
+
+
+def accept_bind_notification(bridge: Bridge, form: Mapping[str, str], *, now: dt.datetime | None = None
+                             ) -> BindOutcome:
+    """Verify Huawei's binding notification and store it (idempotently). Nothing is stored on refusal."""
+    certs = huawei_certificates(bridge)
+    if not certs:
+        raise BridgeError("no Huawei SP is configured, so no certificate can verify a binding notification",
+                          code="bind_no_sp", status=500)
+    note = verify_bind_notification(form, [c for _, c in certs])
+    sp_name = next((name for name, c in certs if fingerprint(c) == fingerprint(note.certificate)), None)
+    changed, key = bridge.store.apply_binding(
+        x_user_id=note.x_user_id, bound=note.bound, domain_id=note.domain_id, domain_name=note.domain_name,
+        bind_action=note.bind_action, payload=note.payload, source=f"huawei:{note.signed_octets}",
+        now=now or utcnow(), notify=bridge.config.platform.webhook_url is not None)
+    return BindOutcome(note, sp_name, changed, key)

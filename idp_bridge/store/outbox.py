@@ -1,0 +1,89 @@
+"""The durable webhook outbox: claim due messages with a lease, mark them delivered or retry later.
+
+A message is claimed by one compare-and-set ``UPDATE ... WHERE id = :id AND delivered_at IS NULL
+AND next_attempt_at <= now`` that pushes ``next_attempt_at`` one lease ahead: of several workers
+or nodes, exactly one gets rowcount 1. If that worker dies mid-delivery the lease runs out and
+another retries with the same idempotency key, so the receiver can still show each change once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, func, select, update
+
+from idp_bridge.store.db import Database
+from idp_bridge.store.tables import OutboxRow
+from idp_bridge.store.timeutil import require_aware
+
+OutboxTable: Table = OutboxRow.__table__  # type: ignore[assignment]
+MAX_ERROR = 1000
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    topic: str
+    dedupe_key: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int  # including the current one, once claimed
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+def _message(row: Any) -> OutboxMessage:
+    return OutboxMessage(row.id, row.topic, row.dedupe_key, row.payload, row.created_at, row.attempts,
+                         row.next_attempt_at, row.delivered_at, row.last_error)
+
+
+def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
+    now = require_aware(now)
+    t = OutboxTable
+    with db.read() as conn:
+        ids = [r.id for r in conn.execute(
+            select(t.c.id).where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now).order_by(t.c.id)
+            .limit(limit))]
+    claimed: list[OutboxMessage] = []
+    for message_id in ids:
+        with db.write() as conn:
+            row = conn.execute(
+                update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None), t.c.next_attempt_at <= now)
+                .values(next_attempt_at=now + lease, attempts=t.c.attempts + 1)
+                .returning(*t.c)).first()
+        if row is not None:
+            claimed.append(_message(row))
+    return claimed
+
+
+def mark_delivered(db: Database, message_id: int, *, now: datetime) -> bool:
+    t = OutboxTable
+    with db.write() as conn:
+        result = conn.execute(update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None))
+                              .values(delivered_at=require_aware(now), last_error=None))
+    return result.rowcount == 1
+
+
+def mark_failed(db: Database, message_id: int, *, error: str, retry_at: datetime) -> None:
+    t = OutboxTable
+    with db.write() as conn:
+        conn.execute(update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None))
+                     .values(last_error=error[:MAX_ERROR], next_attempt_at=require_aware(retry_at, "retry_at")))
+
+
+def list_messages(db: Database, *, pending_only: bool = False, limit: int = 100) -> list[OutboxMessage]:
+    t = OutboxTable
+    query = select(t).order_by(t.c.id.desc()).limit(limit)
+    if pending_only:
+        query = query.where(t.c.delivered_at.is_(None))
+    with db.read() as conn:
+        return [_message(r) for r in conn.execute(query)]
+
+
+def pending_count(db: Database) -> int:
+    t = OutboxTable
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(t).where(t.c.delivered_at.is_(None))).scalar_one())
