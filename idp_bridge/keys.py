@@ -6,7 +6,14 @@ the first 16 hex digits of its SHA-256 fingerprint.
 
 States (``next``, ``active``, ``retiring``, ``retired``) are kept in the database so that every
 worker and node agrees; this module takes them as a mapping. A single key with no recorded
-state is the active one (a fresh ``idp-bridge init``).
+state is the active one (a fresh ``idp-bridge init``, bootstrap rule); once states are recorded, a
+key file with no state is not used (it is being added, or it is a stray file). ``retired`` keys are
+not loaded at all.
+
+Loading is fail-closed per key: a key that does not load (group/other-readable file, truncated
+PEM, key and certificate that do not match, RSA below 2048 bits, wrong passphrase, expired
+certificate on the active key) is refused with a :class:`KeyProblem`. ``strict`` loading (start-up,
+commands) raises the first problem; a running worker's reload keeps the key it already had.
 """
 
 from __future__ import annotations
@@ -66,8 +73,19 @@ class KeyEntry:
 
 
 @dataclass(frozen=True)
+class KeyProblem:
+    """A key file (or PKCS#11 key) that was refused, and why."""
+
+    key_id: str
+    path: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class KeyRing:
     entries: tuple[KeyEntry, ...]
+    problems: tuple[KeyProblem, ...] = ()
 
     @property
     def active(self) -> KeyEntry:
@@ -117,7 +135,31 @@ def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None)
     if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyError_(f"private key {str(key_path)!r} is {type(private_key).__name__}; expected RSA or ECDSA",
                         code="key_algorithm")
-    return PrivateKeySigner(private_key, cert, key_id=key_id_for(cert)), cert
+    check_certificate_key(cert, str(cert_path))
+    try:
+        return PrivateKeySigner(private_key, cert, key_id=key_id_for(cert)), cert
+    except KeyError_ as exc:
+        raise KeyError_(f"{str(key_path)!r}: {exc.operator}", code=exc.code) from exc
+
+
+def check_certificate_key(cert: x509.Certificate, where: str) -> None:
+    """Refuse RSA certificates below 2048 bits and key types we cannot sign with."""
+    public = cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            raise KeyError_(f"{where}: RSA key is {public.key_size} bits; at least {MIN_RSA_BITS} bits are "
+                            "required (Huawei recommends RSA >= 2048)", code="key_too_small")
+    elif not isinstance(public, ec.EllipticCurvePublicKey):
+        raise KeyError_(f"{where}: the certificate holds a {type(public).__name__}; expected RSA or ECDSA",
+                        code="key_algorithm")
+
+
+def check_not_expired(cert: x509.Certificate, where: str, now: dt.datetime | None = None) -> None:
+    now = now or dt.datetime.now(dt.UTC)
+    if cert.not_valid_after_utc <= now:
+        raise KeyError_(f"{where}: certificate {fingerprint(cert)} expired at "
+                        f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ} (now {now:%Y-%m-%dT%H:%M:%SZ}); "
+                        "an SP refuses its signatures", code="key_expired")
 
 
 def scan_key_dir(key_dir: Path) -> list[tuple[Path, Path]]:
@@ -133,22 +175,70 @@ def scan_key_dir(key_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
-                  passphrase: str | None = None) -> KeyRing:
-    """Load every pair in ``key_dir``. Raises KeyError_ on any bad pair (fail closed)."""
+                  passphrase: str | None = None, previous: KeyRing | None = None, strict: bool = True,
+                  extra_signers: Sequence[Signer] = (), now: dt.datetime | None = None) -> KeyRing:
+    """Load the key ring from ``key_dir`` (plus ``extra_signers``, e.g. PKCS#11 keys).
+
+    ``strict``: raise KeyError_ on the first refused key. Otherwise refused keys are listed in
+    ``KeyRing.problems`` and a key that ``previous`` held is kept as it was loaded then.
+    """
     states = dict(states or {})
-    loaded: list[tuple[Signer, x509.Certificate, Path, Path]] = []
-    for key_path, cert_path in scan_key_dir(key_dir):
-        signer, cert = load_pair(key_path, cert_path, passphrase=passphrase)
-        loaded.append((signer, cert, key_path, cert_path))
-    if not loaded:
-        raise KeyError_(f"no signing key in {str(key_dir)!r}; run `idp-bridge init` or `idp-bridge keys new`",
-                        code="key_none")
-    entries = []
-    for signer, cert, key_path, cert_path in loaded:
-        kid = key_id_for(cert)
-        state = states.get(kid) or ("active" if len(loaded) == 1 else "next")
+    now = now or dt.datetime.now(dt.UTC)
+    pairs = scan_key_dir(key_dir)
+    bootstrap = not states and len(pairs) + len(extra_signers) == 1
+    previous_by_id = {e.key_id: e for e in previous.entries} if previous else {}
+    entries: list[KeyEntry] = []
+    problems: list[KeyProblem] = []
+
+    def refuse(kid: str, path: str, exc: KeyError_) -> None:
+        if strict:
+            raise exc
+        problems.append(KeyProblem(kid, path, exc.code, exc.operator))
+        kept = previous_by_id.get(kid)
+        if kept is not None:  # as it was: its old state too, so a refused key never becomes the signer
+            entries.append(kept)
+
+    for key_path, cert_path in pairs:
+        file_id = key_path.stem
+        state = states.get(file_id) or ("active" if bootstrap else None)
+        if state not in PUBLISHED_STATES:
+            continue  # retired keys are not loaded; unrecorded keys are not used
+        try:
+            signer, cert = load_pair(key_path, cert_path, passphrase=passphrase)
+            kid = key_id_for(cert)
+            if kid != file_id:
+                raise KeyError_(f"{str(cert_path)!r} holds certificate {kid}, not {file_id} (the file name "
+                                "must be the key id)", code="key_id_mismatch")
+            if state == "active":
+                check_not_expired(cert, str(cert_path), now)
+        except KeyError_ as exc:
+            refuse(file_id, str(key_path), exc)
+            continue
         entries.append(KeyEntry(kid, cert, signer, key_path, cert_path, state))
-    return KeyRing(tuple(entries))
+    for signer in extra_signers:
+        state = states.get(signer.key_id) or ("active" if bootstrap else None)
+        if state not in PUBLISHED_STATES:
+            continue
+        try:
+            check_certificate_key(signer.certificate, f"PKCS#11 key {signer.key_id}")
+            if state == "active":
+                check_not_expired(signer.certificate, f"PKCS#11 key {signer.key_id}", now)
+        except KeyError_ as exc:
+            refuse(signer.key_id, f"pkcs11:{signer.key_id}", exc)
+            continue
+        entries.append(KeyEntry(signer.key_id, signer.certificate, signer, Path(f"pkcs11:{signer.key_id}"),
+                                Path(f"pkcs11:{signer.key_id}"), state))
+    if not entries and not problems:
+        raise KeyError_(f"no usable signing key in {str(key_dir)!r} (states: "
+                        f"{', '.join(f'{k}={v}' for k, v in sorted(states.items())) or 'none recorded'}); "
+                        "run `idp-bridge init` or `idp-bridge keys new`", code="key_none")
+    return KeyRing(tuple(entries), tuple(problems))
+
+
+def expiring(entries: Sequence[KeyEntry], *, days: int = 30, now: dt.datetime | None = None) -> list[KeyEntry]:
+    """Keys whose certificate ends within ``days``."""
+    now = now or dt.datetime.now(dt.UTC)
+    return [e for e in entries if e.not_after - now < dt.timedelta(days=days)]
 
 
 def _new_private_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from idp_bridge.store.timeutil import UTCDateTime
@@ -123,17 +134,35 @@ class MetadataFetchRow(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     etag: Mapped[str | None] = mapped_column(String(128))
     key_ids: Mapped[list[str]]
+    #: The configured SP the fetch was made for (``/saml/metadata?sp=NAME``); None when unattributed.
+    sp: Mapped[str | None] = mapped_column(String(64))
 
 
 class KeyStateRow(Base):
     """Lifecycle of one signing key in the key ring (e.g. next, active, retiring, retired)."""
 
     __tablename__ = "key_states"
+    __table_args__ = (
+        Index("uq_key_states_one_active", "state", unique=True, sqlite_where=text("state = 'active'"),
+              postgresql_where=text("state = 'active'")),
+    )
 
     key_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     state: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[datetime]
     published_at: Mapped[datetime | None]
+
+
+class KeyPublicationRow(Base):
+    """An operator's statement that an SP holds metadata with this key (e.g. uploaded in Partner Center)."""
+
+    __tablename__ = "key_publications"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(128), index=True)
+    sp: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(String(512))
 
 
 metadata = Base.metadata

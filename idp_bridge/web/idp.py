@@ -19,9 +19,13 @@ bp = Blueprint("idp", __name__)
 
 @bp.get("/saml/metadata")
 def metadata() -> Response:
-    meta = bridge().metadata()
-    bridge().store.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
-                                         etag=meta.etag, key_ids=list(meta.key_ids), now=utcnow())
+    b = bridge()
+    meta = b.metadata()
+    # ``?sp=NAME`` attributes the fetch to a configured SP: evidence for `keys activate` (see keys status).
+    sp_name = request.args.get("sp")
+    sp = sp_name if sp_name in {s.name for s in b.config.service_providers} else None
+    b.store.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
+                                  etag=meta.etag, key_ids=list(meta.key_ids), now=utcnow(), sp=sp)
     resp = make_response(meta.xml)
     resp.content_type = "application/samlmetadata+xml; charset=utf-8"
     resp.set_etag(meta.etag.strip('"'))

@@ -1,0 +1,114 @@
+"""Signing with a key held in a PKCS#11 token (an HSM, or SoftHSM2 in tests) via ``python-pkcs11``.
+
+The private key never leaves the token: we send the bytes to sign and the token runs the whole
+RSA PKCS#1 v1.5 SHA-256 (``CKM_SHA256_RSA_PKCS``) or ECDSA SHA-256 (``CKM_ECDSA_SHA256``, which
+returns ``r || s`` as XML-DSig wants) operation. The certificate is an ordinary file; on start the
+token's public key must match it, so a wrong key label or certificate fails closed.
+
+Config (``[[keys.pkcs11]]``): ``module`` (e.g. /usr/lib/softhsm/libsofthsm2.so), ``token_label``,
+``key_label``, ``certificate`` (PEM), ``pin_env`` (environment variable holding the user PIN).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .config import Pkcs11KeyConfig
+from .keys import check_certificate_key, key_id_for
+from .saml import algorithms
+from .saml.errors import KeyError_
+
+_LIBS: dict[str, Any] = {}
+_LIBS_LOCK = threading.Lock()
+
+
+def _lib(module: Path) -> Any:
+    import pkcs11
+
+    with _LIBS_LOCK:  # a PKCS#11 module is initialised once per process
+        if str(module) not in _LIBS:
+            try:
+                _LIBS[str(module)] = pkcs11.lib(str(module))
+            except Exception as exc:
+                raise KeyError_(f"PKCS#11 module {str(module)!r} cannot be loaded: {exc}",
+                                code="hsm_module") from exc
+        return _LIBS[str(module)]
+
+
+class Pkcs11Signer:
+    """A :class:`idp_bridge.saml.signing.Signer` whose private key stays in a PKCS#11 token."""
+
+    def __init__(self, *, module: Path, token_label: str, key_label: str, pin: str,
+                 certificate: x509.Certificate) -> None:
+        import pkcs11
+        from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+        check_certificate_key(certificate, f"PKCS#11 key {key_label!r}")
+        public = certificate.public_key()
+        where = f"PKCS#11 token {token_label!r} key {key_label!r}"
+        try:
+            token = _lib(module).get_token(token_label=token_label)
+            self._session = token.open(user_pin=pin)
+            key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
+        except KeyError_:
+            raise
+        except Exception as exc:  # python-pkcs11 raises PKCS11Error subclasses and plain RuntimeErrors
+            raise KeyError_(f"{where}: cannot open or find the private key: {type(exc).__name__} {exc}",
+                            code="hsm_key") from exc
+        self._key = key
+        self._lock = threading.Lock()  # one session, used by one thread at a time
+        if isinstance(public, rsa.RSAPublicKey):
+            if key.key_type != KeyType.RSA:
+                raise KeyError_(f"{where} is {key.key_type.name}; the certificate holds an RSA key",
+                                code="key_cert_mismatch")
+            self._check_rsa_match(where, public, pkcs11, Attribute, ObjectClass)
+            self._mechanism = Mechanism.SHA256_RSA_PKCS
+            self.algorithm = algorithms.RSA_SHA256
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            self._mechanism = Mechanism.ECDSA_SHA256
+            self.algorithm = algorithms.ECDSA_SHA256
+        self.certificate = certificate
+        self.key_id = key_id_for(certificate)
+
+    def _check_rsa_match(self, where: str, public: rsa.RSAPublicKey, pkcs11: Any, attribute: Any,
+                         object_class: Any) -> None:
+        """The token's public key (by the same label) must be the certificate's key."""
+        try:
+            token_public = self._session.get_key(object_class=object_class.PUBLIC_KEY, label=self._key.label)
+            modulus = int.from_bytes(token_public[attribute.MODULUS], "big")
+        except pkcs11.PKCS11Error as exc:
+            raise KeyError_(f"{where}: no public key with the same label to check against the certificate "
+                            f"({type(exc).__name__})", code="hsm_key") from exc
+        if modulus != public.public_numbers().n:
+            raise KeyError_(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
+
+    def sign(self, data: bytes) -> bytes:
+        with self._lock:
+            return bytes(self._key.sign(data, mechanism=self._mechanism))
+
+
+def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = None) -> Pkcs11Signer:
+    env = os.environ if environ is None else environ
+    pin = env.get(item.pin_env)
+    if not pin:
+        raise KeyError_(f"PKCS#11 key {item.key_label!r}: the PIN environment variable {item.pin_env} is not set",
+                        code="hsm_pin")
+    try:
+        cert = x509.load_pem_x509_certificate(item.certificate.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f"PKCS#11 key {item.key_label!r}: certificate {str(item.certificate)!r} cannot be read "
+                        f"as PEM: {exc}", code="key_cert_unreadable") from exc
+    return Pkcs11Signer(module=item.module, token_label=item.token_label, key_label=item.key_label, pin=pin,
+                        certificate=cert)
+
+
+def signers_from_config(items: Sequence[Pkcs11KeyConfig]) -> list[Pkcs11Signer]:
+    return [signer_from_config(item) for item in items]
+
