@@ -72,6 +72,31 @@ class SamlSettings:
     post_binding: bool = True
 
 
+@dataclass(frozen=True)
+class Pkcs11KeyConfig:
+    """``[[keys.pkcs11]]``: a signing key held in a PKCS#11 token (HSM); its certificate is a file."""
+
+    module: Path
+    token_label: str
+    key_label: str
+    certificate: Path
+    pin_env: str = "IDP_BRIDGE_PKCS11_PIN"
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """``[keys]``: rotation timing (see ``idp-bridge keys status``)."""
+
+    #: How long a key must be published (state ``next``) before ``keys activate`` accepts it.
+    publish_lead_seconds: int = 86400
+    #: How long a ``retiring`` key stays in metadata before ``keys retire`` accepts it.
+    retiring_grace_seconds: int = 3600
+    #: How often running workers re-read the key folder and the key states.
+    reload_seconds: float = 2.0
+    expiry_warning_days: int = 30
+    pkcs11: tuple[Pkcs11KeyConfig, ...] = ()
+
+
 HANDOFF_ALGORITHMS = ("HS256", "RS256", "ES256")
 
 
@@ -117,6 +142,7 @@ class Config:
     path: Path | None = None
     trust_forwarded: bool = False
     platform: PlatformSettings = field(default_factory=PlatformSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
 
     @property
     def sso_url(self) -> str:
@@ -198,7 +224,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
-    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform"}
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -302,6 +328,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         service_providers=tuple(sps), attributes=attributes, saml=saml, key_passphrase=passphrase,
         path=path, trust_forwarded=trust_forwarded,
         platform=_parse_platform(_get(raw, "platform", "", dict, {}), base_dir, env),
+        keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
     )
 
 
@@ -376,3 +403,37 @@ def write_raw_config(path: Path, raw: Mapping[str, Any]) -> None:
     with os.fdopen(fd, "wb") as fh:
         tomli_w.dump(dict(raw), fh)
     os.replace(tmp, path)
+
+
+def _parse_keys(raw: Mapping[str, Any], base_dir: Path) -> KeySettings:
+    """``[keys]``: non-negative whole seconds (reload may be fractional), optional ``[[keys.pkcs11]]``."""
+    w = "keys."
+    defaults = KeySettings()
+    unknown = set(raw) - set(KeySettings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"keys: unknown key(s) {', '.join(sorted(unknown))}; expected "
+                          f"{', '.join(KeySettings.__dataclass_fields__)}", code="config_unknown_key")
+    values: dict[str, Any] = {}
+    for name in ("publish_lead_seconds", "retiring_grace_seconds", "expiry_warning_days"):
+        value = _get(raw, name, w, int, getattr(defaults, name))
+        if value < 0:
+            raise ConfigError(f"{w}{name}: {value!r} must not be negative", code="config_range")
+        values[name] = value
+    reload = _get(raw, "reload_seconds", w, (int, float), defaults.reload_seconds)
+    if isinstance(reload, bool) or not 0.1 <= reload <= 300:
+        raise ConfigError(f"{w}reload_seconds: {reload!r} must be between 0.1 and 300", code="config_range")
+    hsm: list[Pkcs11KeyConfig] = []
+    for i, item in enumerate(_get(raw, "pkcs11", w, list, [])):
+        where = f"keys.pkcs11[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"keys.pkcs11[{i}]: expected a table ([[keys.pkcs11]])", code="config_type")
+        extra = set(item) - set(Pkcs11KeyConfig.__dataclass_fields__)
+        if extra:
+            raise ConfigError(f"{where[:-1]}: unknown key(s) {', '.join(sorted(extra))}", code="config_unknown_key")
+        hsm.append(Pkcs11KeyConfig(
+            module=_resolve(base_dir, _get(item, "module", where, str)),
+            token_label=_get(item, "token_label", where, str),
+            key_label=_get(item, "key_label", where, str),
+            certificate=_resolve(base_dir, _get(item, "certificate", where, str)),
+            pin_env=_get(item, "pin_env", where, str, "IDP_BRIDGE_PKCS11_PIN")))
+    return KeySettings(reload_seconds=float(reload), pkcs11=tuple(hsm), **values)

@@ -1,8 +1,10 @@
 """Keeps the key ring in memory and picks up changes (files and database states) without a restart.
 
-Every ``reload_seconds`` the key folder and the stored states are read again. A ring that fails
-to load (a half-written file, a mismatched pair, an unreadable key) never replaces the good one
-in memory: the error is logged and the previous ring keeps signing.
+Every ``[keys] reload_seconds`` (2 s by default) the key folder and the stored states are read
+again. A key that fails to load (a half-written or truncated file, a ``.key`` whose ``.crt`` is
+not there yet, a mismatched pair, an unreadable or too-small key, an expired active certificate)
+never replaces the key held in memory: it is refused with a logged reason, and a ring without
+exactly one usable active key is not taken at all (the previous ring keeps signing).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from .config import Config
-from .keys import KeyRing, load_key_ring
+from .keys import KeyProblem, KeyRing, expiring, load_key_ring
 from .saml.errors import BridgeError
+from .saml.signing import Signer
 
 log = logging.getLogger("idp_bridge.keys")
 
@@ -22,36 +25,71 @@ StatesLoader = Callable[[], Mapping[str, str]]
 
 
 class KeyRingProvider:
-    def __init__(self, config: Config, *, states: StatesLoader | None = None, reload_seconds: float = 2.0) -> None:
+    def __init__(self, config: Config, *, states: StatesLoader | None = None,
+                 reload_seconds: float | None = None) -> None:
         self._config = config
         self._states = states or (lambda: {})
-        self._reload = reload_seconds
+        self._reload = config.keys.reload_seconds if reload_seconds is None else reload_seconds
         self._lock = threading.Lock()
         self._ring: KeyRing | None = None
         self._checked = 0.0
+        self._hsm: Sequence[Signer] | None = None
+        self._logged_problems: frozenset[KeyProblem] = frozenset()
+        self._warned_expiry: set[str] = set()
         self.last_error: str | None = None
 
-    def load(self) -> KeyRing:
-        return load_key_ring(self._config.key_dir, states=self._states(),
-                             passphrase=self._config.key_passphrase)
+    def _hsm_signers(self) -> Sequence[Signer]:
+        if self._hsm is None:
+            if self._config.keys.pkcs11:
+                from .hsm import signers_from_config
+
+                self._hsm = signers_from_config(self._config.keys.pkcs11)
+            else:
+                self._hsm = ()
+        return self._hsm
+
+    def load(self, *, strict: bool = True) -> KeyRing:
+        return load_key_ring(self._config.key_dir, states=self._states(), passphrase=self._config.key_passphrase,
+                             previous=None if strict else self._ring, strict=strict,
+                             extra_signers=self._hsm_signers())
 
     def ring(self) -> KeyRing:
         now = time.monotonic()
         with self._lock:
             if self._ring is None or now - self._checked >= self._reload:
                 self._checked = now
-                try:
-                    fresh = self.load()
-                    fresh.active  # noqa: B018 - a ring with no single active key is not good
-                except BridgeError as exc:
-                    self.last_error = str(exc)
-                    if self._ring is None:
-                        raise
-                    log.error("key ring reload refused, keeping the previous keys: %s", exc)
-                else:
-                    self.last_error = None
-                    self._ring = fresh
+                self._refresh()
+            assert self._ring is not None
             return self._ring
+
+    def _refresh(self) -> None:
+        first = self._ring is None
+        try:
+            fresh = self.load(strict=first)
+            fresh.active  # noqa: B018 - a ring with no single usable active key is not good
+        except BridgeError as exc:
+            self.last_error = str(exc)
+            if first:
+                raise
+            if self._logged_problems != frozenset({KeyProblem("", "", exc.code, exc.operator)}):
+                log.error("key ring reload refused, the previous keys keep signing (active %s): %s [%s]",
+                          self._ring.active.key_id if self._ring else "-", exc.operator, exc.code)
+                self._logged_problems = frozenset({KeyProblem("", "", exc.code, exc.operator)})
+            return
+        problems = frozenset(fresh.problems)
+        for p in problems - self._logged_problems:
+            log.error("signing key %s refused (%s), not used; active key stays %s: %s", p.key_id, p.code,
+                      fresh.active.key_id, p.message)
+        self._logged_problems = problems
+        self.last_error = "; ".join(f"{p.key_id}: {p.message} [{p.code}]" for p in fresh.problems) or None
+        if self._ring is not None and self._ring.active.key_id != fresh.active.key_id:
+            log.info("signing key switched from %s to %s", self._ring.active.key_id, fresh.active.key_id)
+        for e in expiring(fresh.entries, days=self._config.keys.expiry_warning_days):
+            if e.key_id not in self._warned_expiry:
+                self._warned_expiry.add(e.key_id)
+                log.warning("signing key %s (%s) certificate expires %s; rotate it (idp-bridge keys status)",
+                            e.key_id, e.state, e.not_after.isoformat())
+        self._ring = fresh
 
     def invalidate(self) -> None:
         with self._lock:
