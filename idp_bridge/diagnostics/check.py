@@ -1,0 +1,430 @@
+"""``idp-bridge check``: inspect a deployment and say, item by item, what is right and how to fix the rest.
+
+Every check catches its own errors so one broken part never hides the state of the others. Network
+look-ups (our served metadata and SSO URL, SP metadata URLs) go through ``fetch`` so the caller
+controls timeouts; nothing here changes the deployment (no migration, no key change, no export).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ..config import Config, ServiceProviderConfig, load_config
+from ..saml.algorithms import fingerprint
+from ..saml.errors import BridgeError
+from ..saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from ..saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
+from .http import HttpClient, HttpResult
+from .report import Report
+from .schema import schema_errors
+
+if TYPE_CHECKING:
+    from ..bridge import Bridge
+    from ..store import Store
+
+Fetch = Callable[[str, str], HttpResult]  # (method, url) -> result; raises OSError when unreachable
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: A signing key whose certificate ends within this window fails the check: rotate now.
+KEY_EXPIRY_WARNING = dt.timedelta(days=14)
+MAX_CLOCK_OFFSET_SECONDS = 60
+_SECRET_RE = re.compile(r"PRIVATE KEY|passw(or)?d|passphrase|secret_key", re.IGNORECASE)
+
+
+def default_fetch(method: str, url: str) -> HttpResult:
+    return HttpClient(timeout=5.0).request(method, url)
+
+
+def _is_loopback(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+
+
+def _https_or_loopback(url: str) -> bool:
+    return url.startswith("https://") or (url.startswith("http://") and _is_loopback(url))
+
+
+def _entity_id_of(xml: bytes) -> str:
+    root = parse_untrusted(xml, what="metadata")
+    if root.tag != qname(NS_MD, "EntityDescriptor"):
+        raise ValueError(f"root element is {root.tag}, not md:EntityDescriptor")
+    return str(root.get("entityID") or "")
+
+
+def _fmt(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
+                     environ: Mapping[str, str] | None = None, fetch: Fetch = default_fetch,
+                     now: dt.datetime | None = None) -> Report:
+    """Run every check for the deployment described by the config file; never raises for a broken deployment."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = Report("idp-bridge check")
+    try:
+        config = load_config(config_path, environ=environ)
+    except BridgeError as exc:
+        report.add("config", "config valid", False, exc.operator,
+                   "correct the config file as the message says, then run `idp-bridge check` again")
+        return report
+    report.add("config", "config valid", True, f"{config.path} loaded")
+    _check_base_url(report, config)
+    store = _check_database(report, config)
+    states = _check_keys(report, config, store, now)
+    _check_our_metadata(report, config, store, states, fetch, now)
+    _check_service_providers(report, config, fetch, now)
+    if store is not None:
+        store.dispose()
+    return report
+
+
+# --------------------------------------------------------------------------- config, database
+
+
+def _check_base_url(report: Report, config: Config) -> None:
+    ok = _https_or_loopback(config.base_url)
+    report.add("config", "base URL is https", ok, config.base_url,
+               "set bridge.base_url (or IDP_BRIDGE_BASE_URL) to the public https:// address of the bridge and "
+               "serve it with TLS 1.2+ (plain http is allowed only for localhost/127.0.0.1 while developing); "
+               "then re-export the metadata and upload it in Partner Center",
+               expected="https://… (http only for localhost)", actual=config.base_url)
+
+
+def _check_database(report: Report, config: Config) -> Store | None:
+    from ..store import Store
+
+    try:
+        store = Store.from_url(config.database_url)
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        report.add("database", "database reachable", False, f"{type(exc).__name__}: {exc}",
+                   "check bridge.database_url / IDP_BRIDGE_DATABASE_URL, that the database server runs and "
+                   "accepts this host and user")
+        report.skip("database", "database migrated", "database not reachable")
+        return None
+    report.add("database", "database reachable", True, store.describe())
+    try:
+        current, migrated = store.current_revision(), store.is_migrated()
+    except Exception as exc:  # noqa: BLE001
+        current, migrated = f"unreadable ({exc})", False
+    from ..store.migrate import head_revision
+
+    head = head_revision()
+    report.add("database", "database migrated", migrated, f"schema revision {current or 'none'} (code needs {head})",
+               "run `idp-bridge db upgrade` (once, from one host) before starting the bridge",
+               expected=head, actual=str(current or "none (empty database)"))
+    if not migrated:
+        store.dispose()
+        return None
+    return store
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _check_keys(report: Report, config: Config, store: Store | None, now: dt.datetime) -> Mapping[str, str]:
+    from ..keys import check_private_key_file, load_key_ring, load_pair, scan_key_dir
+
+    g = "keys"
+    pairs = scan_key_dir(config.key_dir)
+    if not pairs:
+        report.add(g, "signing key present", False, f"no <id>.key with <id>.crt in {config.key_dir}",
+                   "run `idp-bridge init` (new deployment) or `idp-bridge keys new`, then export and upload "
+                   "the metadata")
+        return {}
+    for key_path, cert_path in pairs:
+        kid = key_path.stem
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+        try:
+            check_private_key_file(key_path)
+            report.add(g, f"{kid} permissions", True, f"{key_path} mode {mode:04o}")
+        except BridgeError as exc:
+            report.add(g, f"{kid} permissions", False, exc.operator, f"chmod 600 {key_path} (and chown it to the "
+                       "user the bridge runs as); consider the key exposed if others could read it",
+                       expected="0600 (owner only)", actual=f"{mode:04o}")
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            report.add(g, f"{kid} certificate", False, f"{cert_path}: {exc}",
+                       f"replace {cert_path} with the PEM certificate of {key_path}")
+            continue
+        _check_key_size(report, kid, cert)
+        not_after = cert.not_valid_after_utc
+        ok = not_after - now > KEY_EXPIRY_WARNING
+        detail = f"certificate {fingerprint(cert)} valid until {_fmt(not_after)}"
+        fix = ("rotate: `idp-bridge keys new`, export the metadata, upload it in Partner Center, then activate "
+               "the new key" + (" — this certificate has EXPIRED; Huawei refuses Responses signed under it"
+                                if not_after <= now else f" — fewer than {KEY_EXPIRY_WARNING.days} days left"))
+        report.add(g, f"{kid} expiry", ok, detail, fix, expected=f"valid beyond {_fmt(now + KEY_EXPIRY_WARNING)}",
+                   actual=_fmt(not_after))
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            report.skip(g, f"{kid} key matches certificate", "not loaded: file permissions refused")
+            continue
+        try:
+            load_pair(key_path, cert_path, passphrase=config.key_passphrase)
+            report.add(g, f"{kid} key matches certificate", True, f"{key_path.name} ↔ {cert_path.name}")
+        except BridgeError as exc:
+            report.add(g, f"{kid} key matches certificate", False, exc.operator,
+                       f"put the matching private key/certificate pair in {config.key_dir} (or remove the broken "
+                       "pair); a pair that does not load stops the bridge from signing")
+
+    states: Mapping[str, str] = {}
+    if store is not None:
+        try:
+            states = store.key_states()
+        except Exception as exc:  # noqa: BLE001
+            report.add(g, "key states", False, f"cannot read key states: {exc}", "run `idp-bridge db upgrade`")
+    try:
+        ring = load_key_ring(config.key_dir, states=states, passphrase=config.key_passphrase)
+        active = ring.active
+        summary = ", ".join(f"{e.key_id}={e.state}" for e in ring.entries)
+        report.add(g, "key states", True, f"one active key ({active.key_id}); {summary}")
+    except BridgeError as exc:
+        report.add(g, "key states", False, exc.operator,
+                   "make exactly one key active (`idp-bridge keys list`, `idp-bridge keys activate KEY_ID`), "
+                   "and fix or remove any pair that does not load")
+    return states
+
+
+def _check_key_size(report: Report, kid: str, cert: x509.Certificate) -> None:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        ok, detail = key.key_size >= 2048, f"RSA-{key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        ok, detail = key.curve.key_size >= 256, f"EC {key.curve.name}"
+    else:
+        ok, detail = False, type(key).__name__
+    report.add("keys", f"{kid} size", ok, detail,
+               "create a new key of RSA-2048 or more (Huawei recommends RSA ≥ 2048 and SHA-256): "
+               "`idp-bridge keys new --algorithm rsa-3072`", expected="RSA ≥ 2048 bits or EC P-256",
+               actual=detail)
+
+
+# --------------------------------------------------------------------------- our metadata
+
+
+def _check_our_metadata(report: Report, config: Config, store: Store | None, states: Mapping[str, str],
+                        fetch: Fetch, now: dt.datetime) -> None:
+    from ..bridge import Bridge
+    from ..keyring_provider import KeyRingProvider
+
+    g = "our metadata"
+    try:
+        keys = KeyRingProvider(config, states=lambda: states)
+        bridge = Bridge(config, store, keys=keys)  # type: ignore[arg-type]  # store None: nothing here writes
+        meta = bridge.metadata()
+    except BridgeError as exc:
+        report.add(g, "metadata builds", False, exc.operator, "fix the key problems listed above")
+        return
+    xml = meta.xml
+    errors = schema_errors(xml)
+    report.add(g, "schema-valid", not errors, "valid against the OASIS SAML 2.0 metadata schema" if not errors
+               else "; ".join(errors), "this is a bridge bug: report it with the output of `idp-bridge metadata export`")
+    report.add(g, "under 2 MB", len(xml) <= MAX_XML_BYTES, f"{len(xml)} bytes",
+               "publish fewer keys (retire old ones): Partner Center refuses metadata above 2 MB")
+    secret = _SECRET_RE.search(xml.decode("utf-8", "replace"))
+    report.add(g, "no secrets", secret is None, "public certificates only" if secret is None
+               else f"contains {secret.group(0)!r}", "never publish private material: regenerate the key pair and "
+               "check what was put into the config")
+    report.add(g, "entity ID in metadata", _entity_id_of(xml) == config.entity_id, config.entity_id,
+               "this is a bridge bug", expected=config.entity_id, actual=_entity_id_of(xml))
+
+    exported = config.metadata_file
+    if not exported.exists():
+        report.add(g, "exported metadata file", False, f"{exported} does not exist",
+                   "run `idp-bridge metadata export` and upload the file in Partner Center (Support > Open APIs "
+                   "> Configure)")
+    else:
+        data = exported.read_bytes()
+        try:
+            file_entity = _entity_id_of(data)
+        except (BridgeError, ValueError) as exc:
+            file_entity = f"(unreadable: {exc})"
+        report.add(g, "entity ID in exported file", file_entity == config.entity_id, f"{exported}: {file_entity}",
+                   "the entity ID changed since the last export: run `idp-bridge metadata export` and upload the "
+                   "new file in Partner Center, or set bridge.entity_id back to the uploaded value",
+                   expected=config.entity_id, actual=file_entity)
+        report.add(g, "exported file is current", data == xml,
+                   "identical to the metadata the bridge serves now" if data == xml
+                   else "differs from the current metadata (keys or settings changed)",
+                   "run `idp-bridge metadata export` and upload the new file in Partner Center")
+
+    try:
+        served = fetch("GET", config.metadata_url)
+    except OSError as exc:
+        report.add(g, "served metadata", False, f"{config.metadata_url} unreachable: {exc}",
+                   "start the bridge (gunicorn 'idp_bridge.web:create_app()' or `idp-bridge serve`) and make the "
+                   "proxy route the base URL to it")
+    else:
+        if served.status != 200:
+            report.add(g, "served metadata", False, f"{config.metadata_url} answered HTTP {served.status}",
+                       "make the proxy route /saml/metadata to the bridge")
+        else:
+            try:
+                served_entity = _entity_id_of(served.body)
+            except (BridgeError, ValueError) as exc:
+                served_entity = f"(unreadable: {exc})"
+            report.add(g, "entity ID in served metadata", served_entity == config.entity_id,
+                       f"{config.metadata_url}: {served_entity}",
+                       "the running bridge uses another config (entity ID or base URL differ): restart it with "
+                       "this config, or check IDP_BRIDGE_BASE_URL on the server", expected=config.entity_id,
+                       actual=served_entity)
+    try:
+        sso = fetch("OPTIONS", config.sso_url)
+        if sso.status in (405, 501):
+            sso = fetch("GET", config.sso_url)
+        ok = sso.status < 500 and sso.status != 404
+        report.add(g, "SSO URL answering", ok, f"{config.sso_url} answered HTTP {sso.status}",
+                   "make the proxy route /saml/sso to the bridge (Huawei redirects the browser there)")
+    except OSError as exc:
+        report.add(g, "SSO URL answering", False, f"{config.sso_url} unreachable: {exc}",
+                   "start the bridge and make the base URL reach it (Huawei redirects the browser to this URL)")
+    _check_sample_response(report, bridge, xml, now)
+
+
+def _check_sample_response(report: Report, bridge: Bridge, idp_xml: bytes, now: dt.datetime) -> None:
+    from ..bridge import PendingLogin
+    from ..huawei.attributes import Customer
+    from ..saml.response_checks import check_response, parse_idp_metadata
+
+    g = "our metadata"
+    if not bridge.config.service_providers:
+        report.skip(g, "entity ID in responses", "no SP configured")
+        return
+    sp_cfg = bridge.config.service_providers[0]
+    try:
+        sp = bridge.sps.get(sp_cfg.name)
+        acs = sp.metadata.default_acs().location
+        pending = PendingLogin(sp.name, sp.metadata.entity_id, "_check-" + now.strftime("%H%M%S"), acs, None,
+                               now.isoformat())
+        form = bridge.issue_response(pending, Customer(user_id="check-sample-customer"), authn_instant=now,
+                                     session_index="_check", now=now)
+    except BridgeError as exc:
+        report.skip(g, "entity ID in responses", f"no sample Response built: {exc.operator}")
+        return
+    from ..saml.bindings import decode_post
+
+    xml = decode_post(form.saml_response)
+    root = parse_untrusted(xml, what="sample Response")
+    issuers = [(el.text or "").strip() for el in root.iter("{urn:oasis:names:tc:SAML:2.0:assertion}Issuer")]
+    ok = bool(issuers) and all(i == bridge.config.entity_id for i in issuers)
+    report.add(g, "entity ID in responses", ok, f"Response and Assertion Issuer: {', '.join(sorted(set(issuers)))}",
+               "this is a bridge bug", expected=bridge.config.entity_id, actual=", ".join(issuers))
+    verdict = check_response(xml, idp=parse_idp_metadata(idp_xml), sp_entity_id=sp.metadata.entity_id,
+                             acs_url=acs, expected_request_ids={pending.request_id}, now=now)
+    failed = ", ".join(f"{c.name} (expected {c.expected}, got {c.actual})" for c in verdict.failed)
+    report.add(g, "sample Response verifies", verdict.ok,
+               f"a Response for SP {sp.name} passes all {len(verdict.checks)} SP-side checks against our metadata"
+               if verdict.ok else failed, "run `idp-bridge decode` on a captured Response to see each check")
+
+
+# --------------------------------------------------------------------------- service providers
+
+
+def _check_service_providers(report: Report, config: Config, fetch: Fetch, now: dt.datetime) -> None:
+    if not config.service_providers:
+        report.add("service providers", "SP configured", False, "no [[sp]] in the config",
+                   "run `idp-bridge sp add NAME --metadata https://auth.huaweicloud.com/authui/saml/metadata.xml "
+                   "--site cn --x-account-type YOUR_ID`")
+        return
+    for sp in config.service_providers:
+        _check_sp(report, config, sp, fetch, now)
+
+
+def _load_sp_bytes(report: Report, g: str, sp: ServiceProviderConfig, fetch: Fetch,
+                   now: dt.datetime, config: Config) -> bytes | None:
+    if not sp.metadata_is_url:
+        try:
+            return Path(sp.metadata).read_bytes()
+        except OSError as exc:
+            report.add(g, "metadata loaded", False, f"cannot read {sp.metadata}: {exc}",
+                       f"download the SP metadata again (e.g. {_site_metadata_url(sp)}) to that path, or use the URL")
+            return None
+    try:
+        res = fetch("GET", sp.metadata)
+    except OSError as exc:
+        report.add(g, "metadata loaded", False, f"{sp.metadata} unreachable: {exc}",
+                   "check outbound HTTPS from this host (proxy, firewall, DNS) to the SP metadata URL")
+        report.skip(g, "clock offset", "SP metadata URL unreachable")
+        return None
+    _check_clock(report, g, res, now, config)
+    if res.status != 200:
+        report.add(g, "metadata loaded", False, f"{sp.metadata} answered HTTP {res.status}",
+                   f"check the metadata URL in the config (expected something like {_site_metadata_url(sp)})")
+        return None
+    return res.body
+
+
+def _site_metadata_url(sp: ServiceProviderConfig) -> str:
+    from ..huawei.sites import site
+
+    return site(sp.site).login_url.replace("/authui/saml/login", "/authui/saml/metadata.xml")
+
+
+def _check_clock(report: Report, g: str, res: HttpResult, now: dt.datetime, config: Config) -> None:
+    date = res.headers.get("Date")
+    if not date:
+        report.skip(g, "clock offset", "the SP metadata response has no Date header")
+        return
+    try:
+        remote = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        report.skip(g, "clock offset", f"unreadable Date header {date!r}")
+        return
+    offset = (now - remote).total_seconds()
+    limit = min(MAX_CLOCK_OFFSET_SECONDS, config.saml.clock_skew_seconds // 3)
+    report.add(g, "clock offset", abs(offset) <= limit + 1, f"{offset:+.0f} s against the SP's Date header",
+               "synchronise this host's clock (chrony or systemd-timesyncd with NTP); assertions are only valid "
+               f"within ±{config.saml.clock_skew_seconds} s", expected=f"within ±{limit} s",
+               actual=f"{offset:+.0f} s")
+
+
+def _check_sp(report: Report, config: Config, sp: ServiceProviderConfig, fetch: Fetch, now: dt.datetime) -> None:
+    g = f"SP {sp.name} ({sp.site})"
+    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()), repr(sp.x_account_type),
+               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type")
+    data = _load_sp_bytes(report, g, sp, fetch, now, config)
+    if data is None:
+        return
+    try:
+        meta: ServiceProviderMetadata = parse_sp_metadata(data)
+    except BridgeError as exc:
+        report.add(g, "metadata loaded", False, exc.operator,
+                   f"replace the SP metadata with a fresh copy from {_site_metadata_url(sp)}")
+        return
+    errors = schema_errors(data)
+    report.add(g, "metadata loaded", True, f"entity ID {meta.entity_id}, {len(data)} bytes")
+    report.add(g, "metadata schema-valid", not errors, "valid against the SAML 2.0 metadata schema" if not errors
+               else "; ".join(errors), f"replace the SP metadata with a fresh copy from {_site_metadata_url(sp)}")
+    if meta.valid_until is None:
+        report.add(g, "metadata not expired", True, "no validUntil")
+    else:
+        report.add(g, "metadata not expired", meta.valid_until > now, f"validUntil {_fmt(meta.valid_until)}",
+                   f"fetch fresh SP metadata from {_site_metadata_url(sp)}", expected=f"after {_fmt(now)}",
+                   actual=_fmt(meta.valid_until))
+    certs = meta.signing_certificates
+    report.add(g, "signing certificate present", bool(certs),
+               f"{len(certs)} signing certificate(s)" if certs else "no KeyDescriptor use=\"signing\" (or without "
+               "use) with an X509Certificate", "use the SP's complete metadata: the bridge verifies every "
+               "AuthnRequest and binding notification with that certificate", expected="≥ 1", actual=str(len(certs)))
+    for cert in certs:
+        fp = fingerprint(cert)
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        ok = start <= now < end
+        report.add(g, f"signing certificate {fp.replace(':', '')[:16].lower()} valid", ok, f"{_fmt(start)} … {_fmt(end)}",
+                   f"the SP certificate is outside its validity: fetch current SP metadata from "
+                   f"{_site_metadata_url(sp)}", expected=f"valid at {_fmt(now)}", actual=f"{_fmt(start)} … {_fmt(end)}")
+    acs = [e.location for e in meta.post_acs_endpoints]
+    bad = [a for a in acs if not _https_or_loopback(a)]
+    report.add(g, "ACS is https", bool(acs) and not bad, ", ".join(acs) or "none",
+               "the SP's assertion consumer service must be https: check you loaded the real SP metadata",
+               expected="https://…", actual=", ".join(bad or acs))

@@ -1,0 +1,280 @@
+"""`idp-bridge check` against a table of broken deployments: each gives the right ✗ and fix; a clean one passes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
+
+from idp_bridge.bridge import Bridge
+from idp_bridge.cli import main
+from idp_bridge.config import load_config, read_raw_config, write_raw_config
+from idp_bridge.diagnostics.check import check_deployment
+from idp_bridge.diagnostics.http import HttpResult
+from idp_bridge.keys import self_signed_certificate, write_pair
+from idp_bridge.saml.metadata import build_sp_metadata
+from idp_bridge.store import Store
+from idp_bridge.web import create_app
+from tests.journey import SP_ENTITY_ID, Env, make_env
+from tests.pki import make_key
+
+Fetch = Callable[[str, str], HttpResult]
+
+
+def app_fetch(env: Env) -> Fetch:
+    """Our running bridge, reached through Flask's test client (no socket needed); anything else unreachable."""
+    app = create_app(env.config.path)
+    client = app.test_client()
+    base = env.config.base_url
+
+    def fetch(method: str, url: str) -> HttpResult:
+        if not url.startswith(base):
+            raise OSError(f"unreachable in this test: {url}")
+        resp = client.open(url[len(base):], method=method)
+        from email.message import Message
+
+        headers = Message()
+        for k, v in resp.headers.items():
+            headers[k] = v
+        return HttpResult(url, resp.status_code, headers, resp.get_data())
+
+    return fetch
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str) -> Env:
+    e = make_env(tmp_path / "bridge", db_url)
+    store = Store.from_url(db_url)
+    Bridge(e.config, store).export_metadata()
+    store.dispose()
+    return e
+
+
+def edit_config(env: Env, change: Callable[[dict[str, Any]], None]) -> None:
+    assert env.config.path is not None
+    raw = read_raw_config(env.config.path)
+    change(raw)
+    write_raw_config(env.config.path, raw)
+
+
+def run(env: Env, fetch: Fetch, environ: dict[str, str] | None = None) -> Any:
+    return check_deployment(env.config.path, environ=environ or {}, fetch=fetch)
+
+
+def only_key(env: Env) -> tuple[Path, Path]:
+    (key_path,) = env.config.key_dir.glob("*.key")
+    return key_path, key_path.with_suffix(".crt")
+
+
+def sp_metadata_path(env: Env) -> Path:
+    return Path(env.config.service_providers[0].metadata)
+
+
+def test_clean_deployment_passes(env: Env) -> None:
+    report = run(env, app_fetch(env))
+    assert report.ok, report.render()
+    names = {(i.group, i.name) for i in report.items}
+    assert ("database", "database migrated") in names
+    assert ("our metadata", "schema-valid") in names
+    assert ("our metadata", "sample Response verifies") in names
+    assert ("SP huawei-cn (cn)", "ACS is https") in names
+
+
+# -- the broken deployments --------------------------------------------------------------------------------
+
+
+def break_entity_id(env: Env) -> dict[str, str] | None:
+    edit_config(env, lambda raw: raw["bridge"].__setitem__("entity_id", "https://other.example/idp"))
+    return None
+
+
+def break_expired_certificate(env: Env) -> dict[str, str] | None:
+    key_path, cert_path = only_key(env)
+    key_path.unlink()
+    cert_path.unlink()
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=60)
+    write_pair(env.config.key_dir, private, self_signed_certificate(private, common_name="old", days=30, now=past))
+    return None
+
+
+def break_world_readable_key(env: Env) -> dict[str, str] | None:
+    os.chmod(only_key(env)[0], 0o644)
+    return None
+
+
+def break_http_base_url(env: Env) -> dict[str, str] | None:
+    edit_config(env, lambda raw: raw["bridge"].__setitem__("base_url", "http://sso.partner.example"))
+    return None
+
+
+def _sp_metadata_without(env: Env, drop: str) -> None:
+    key = make_key("huawei-sp-again")
+    xml = build_sp_metadata(entity_id=SP_ENTITY_ID, acs_url="https://auth.huaweicloud.com/authui/saml/"
+                            "SAMLAssertionConsumer", certificate=key.certificate)
+    root = etree.fromstring(xml)
+    for el in root.iter("{urn:oasis:names:tc:SAML:2.0:metadata}" + drop):
+        el.getparent().remove(el)
+    sp_metadata_path(env).write_bytes(etree.tostring(root))
+
+
+def break_sp_without_signing_certificate(env: Env) -> dict[str, str] | None:
+    _sp_metadata_without(env, "KeyDescriptor")
+    return None
+
+
+def break_sp_acs_http(env: Env) -> dict[str, str] | None:
+    key = make_key("huawei-sp-http")
+    sp_metadata_path(env).write_bytes(build_sp_metadata(
+        entity_id=SP_ENTITY_ID, acs_url="http://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer",
+        certificate=key.certificate))
+    return None
+
+
+def break_sp_metadata_expired(env: Env) -> dict[str, str] | None:
+    path = sp_metadata_path(env)
+    root = etree.fromstring(path.read_bytes())
+    root.set("validUntil", "2020-01-01T00:00:00Z")
+    path.write_bytes(etree.tostring(root))
+    return None
+
+
+def break_sp_certificate_expired(env: Env) -> dict[str, str] | None:
+    key = make_key("huawei-sp-expired")
+    private = key.private_key
+    assert isinstance(private, rsa.RSAPrivateKey)
+    old = self_signed_certificate(private, common_name="huawei old", days=10,
+                                  now=dt.datetime.now(dt.UTC) - dt.timedelta(days=100))
+    sp_metadata_path(env).write_bytes(build_sp_metadata(
+        entity_id=SP_ENTITY_ID, acs_url="https://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer",
+        certificate=old))
+    return None
+
+
+def break_key_certificate_mismatch(env: Env) -> dict[str, str] | None:
+    _, cert_path = only_key(env)
+    other = make_key("someone-else")
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path.write_bytes(other.certificate.public_bytes(serialization.Encoding.PEM))
+    return None
+
+
+def break_exported_file_missing(env: Env) -> dict[str, str] | None:
+    env.config.metadata_file.unlink()
+    return None
+
+
+def break_unmigrated_database(env: Env, empty_db_url: str) -> dict[str, str] | None:
+    return {"IDP_BRIDGE_DATABASE_URL": empty_db_url}
+
+
+def break_config_invalid(env: Env) -> dict[str, str] | None:
+    edit_config(env, lambda raw: raw["bridge"].__setitem__("secret_key", "short"))
+    return None
+
+
+CASES: list[tuple[str, Callable[..., dict[str, str] | None], str, str, str]] = [
+    # (case, breaker, group, item, words the fix must contain)
+    ("wrong entity ID", break_entity_id, "our metadata", "entity ID in exported file", "metadata export"),
+    ("expired certificate", break_expired_certificate, "keys", "{kid} expiry", "idp-bridge keys new"),
+    ("world-readable key", break_world_readable_key, "keys", "{kid} permissions", "chmod 600"),
+    ("http base URL", break_http_base_url, "config", "base URL is https", "https://"),
+    ("SP metadata without signing certificate", break_sp_without_signing_certificate, "SP huawei-cn (cn)",
+     "signing certificate present", "complete metadata"),
+    ("SP ACS over http", break_sp_acs_http, "SP huawei-cn (cn)", "ACS is https", "https"),
+    ("SP metadata expired", break_sp_metadata_expired, "SP huawei-cn (cn)", "metadata not expired",
+     "fresh SP metadata"),
+    ("SP certificate expired", break_sp_certificate_expired, "SP huawei-cn (cn)", "signing certificate {spfp} valid",
+     "current SP metadata"),
+    ("key and certificate do not match", break_key_certificate_mismatch, "keys", "{kid} key matches certificate",
+     "matching private key"),
+    ("exported metadata missing", break_exported_file_missing, "our metadata", "exported metadata file",
+     "idp-bridge metadata export"),
+    ("unmigrated database", break_unmigrated_database, "database", "database migrated", "idp-bridge db upgrade"),
+    ("config invalid", break_config_invalid, "config", "config valid", "correct the config file"),
+]
+
+
+@pytest.mark.parametrize(("case", "breaker", "group", "item", "fix_words"), CASES, ids=[c[0] for c in CASES])
+def test_broken_deployment_gives_the_right_failure_and_fix(env: Env, empty_db_url: str, case: str,
+                                                           breaker: Callable[..., dict[str, str] | None],
+                                                           group: str, item: str, fix_words: str) -> None:
+    fetch = app_fetch(env)  # the bridge as it was started, before the breakage
+    environ = breaker(env, empty_db_url) if breaker is break_unmigrated_database else breaker(env)
+    report = run(env, fetch, environ)
+    assert not report.ok, report.render()
+    if "{kid}" in item:
+        item = item.format(kid=only_key(env)[0].stem)
+    if "{spfp}" in item:
+        failed = [i for i in report.failed if i.group == group and i.name.startswith("signing certificate ")]
+        assert failed, report.render()
+        item = failed[0].name
+    found = report.item(group, item)
+    assert found.status == "fail", report.render()
+    assert fix_words in found.fix, found
+
+
+def test_unmigrated_database_is_not_migrated_by_check(env: Env, empty_db_url: str) -> None:
+    run(env, app_fetch(env), {"IDP_BRIDGE_DATABASE_URL": empty_db_url})
+    store = Store.from_url(empty_db_url)
+    try:
+        assert not store.is_migrated()
+    finally:
+        store.dispose()
+
+
+def test_unreachable_bridge_fails_served_metadata_and_sso(env: Env) -> None:
+    def nothing(method: str, url: str) -> HttpResult:
+        raise OSError("connection refused")
+
+    report = run(env, nothing)
+    assert report.item("our metadata", "served metadata").status == "fail"
+    assert report.item("our metadata", "SSO URL answering").status == "fail"
+    assert "start the bridge" in report.item("our metadata", "SSO URL answering").fix
+
+
+def test_cli_check_json_and_exit_status(env: Env) -> None:
+    runner = CliRunner()
+    edit_config(env, lambda raw: raw["bridge"].__setitem__("base_url", "http://sso.partner.example"))
+    result = runner.invoke(main, ["--config", str(env.config.path), "check", "--json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output)
+    assert data["ok"] is False
+    failed = {i["name"] for i in data["items"] if i["status"] == "fail"}
+    assert "base URL is https" in failed
+    assert all(i["fix"] for i in data["items"] if i["status"] == "fail")
+    text = runner.invoke(main, ["--config", str(env.config.path), "check"])
+    assert "✗ base URL is https" in text.output and "fix:" in text.output
+
+
+def test_cli_check_passes_on_clean_deployment_with_running_bridge(tmp_path: Path, db_url: str) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.servers import free_port
+
+    port = free_port()
+    e = make_env(tmp_path / "b", db_url, base_url=f"http://127.0.0.1:{port}")
+    store = Store.from_url(db_url)
+    Bridge(e.config, store).export_metadata()
+    store.dispose()
+    server = make_server("127.0.0.1", port, create_app(load_config(e.config.path, environ={})), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = CliRunner().invoke(main, ["--config", str(e.config.path), "check"])
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert result.exit_code == 0, result.output
+    assert "✗" not in result.output
