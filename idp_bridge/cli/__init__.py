@@ -60,4 +60,4 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 from . import commands  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
-from . import check  # noqa: E402,F401
+from . import check, keys  # noqa: E402,F401
