@@ -1,0 +1,94 @@
+"""Binding changes reach the platform's webhook exactly once, through outages, with several delivery loops."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from idp_bridge.store import Store
+from idp_bridge.webhooks import WebhookSettings, deliver_due, sign_body, verify_signature
+from tests.servers import free_port
+from tests.webhook_receiver import Receiver
+
+SECRET = "w" * 40
+T0 = dt.datetime(2026, 5, 10, 12, 0, tzinfo=dt.UTC)
+
+
+def change(store: Store, user: str, bound: bool, now: dt.datetime = T0) -> str | None:
+    return store.apply_binding(x_user_id=user, bound=bound, domain_id="d-" + user if bound else None,
+                               bind_action="0" if bound else "1", source="test", now=now)[1]
+
+
+def test_signature_helpers() -> None:
+    sig = sign_body(SECRET, 1700000000, b"{}")
+    assert sig.startswith("sha256=") and verify_signature(SECRET, "1700000000", b"{}", sig)
+    assert not verify_signature(SECRET, "1700000001", b"{}", sig)
+    assert not verify_signature("x" * 40, "1700000000", b"{}", sig)
+    assert not verify_signature(SECRET, "nope", b"{}", sig)
+
+
+def test_bindings_are_idempotent_and_queue_one_message_per_change(store: Store) -> None:
+    assert change(store, "c1", True) is not None
+    assert change(store, "c1", True) is None  # same state again: nothing
+    assert change(store, "c1", False) is not None  # unbind
+    assert change(store, "c1", False) is None
+    assert change(store, "c1", True) is not None  # bound again: a new change
+    assert store.get_binding("c1").bound  # type: ignore[union-attr]
+    assert len(store.outbox_messages()) == 3
+    changed, key = store.apply_binding(x_user_id="c2", bound=True, domain_id="d", source="import", now=T0,
+                                       notify=False)
+    assert changed and key is None and len(store.outbox_messages()) == 3
+
+
+def test_endpoint_down_then_back_each_change_delivered_exactly_once(store: Store) -> None:
+    port = free_port()
+    settings = WebhookSettings(f"http://127.0.0.1:{port}/hooks", SECRET, timeout=5)
+    keys = [change(store, f"c{i}", True) for i in range(5)] + [change(store, "c0", False)]
+    # 1. nothing listening at all
+    down = deliver_due(store, settings, now=T0)
+    assert len(down) == 6 and not any(r.ok for r in down)
+    assert all(r.retry_at == T0 + settings.backoff_base for r in down)
+    assert deliver_due(store, settings, now=T0 + dt.timedelta(seconds=1)) == []  # backing off
+    receiver = Receiver(SECRET, port)
+    try:
+        # 2. listening but failing (503): retried later with a doubled delay
+        receiver.status = 503
+        failing = deliver_due(store, settings, now=T0 + dt.timedelta(seconds=5))
+        assert len(failing) == 6 and {r.status for r in failing} == {503}
+        assert all(r.retry_at == T0 + dt.timedelta(seconds=15) for r in failing)
+        # 3. back: two delivery loops at once (two workers/nodes) deliver each change once
+        receiver.status = 200
+        later = T0 + dt.timedelta(seconds=15)
+        results: list[list[object]] = []
+        threads = [threading.Thread(target=lambda: results.append(deliver_due(store, settings, now=later)))  # type: ignore[arg-type]
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sum(len(r) for r in results) == 6
+        assert deliver_due(store, settings, now=later + dt.timedelta(hours=2)) == []
+    finally:
+        receiver.stop()
+    assert dict(receiver.keys) == {k: 1 for k in keys}
+    assert receiver.bad_signatures == 0
+    assert [m["xUserId"] for m in receiver.accepted].count("c0") == 2
+    assert store.outbox_pending_count() == 0
+    events = [e for e in store.recent_events(100) if e.event == "webhook"]
+    assert sum(e.outcome == "ok" for e in events) == 6 and sum(e.outcome == "error" for e in events) == 12
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    s = WebhookSettings("http://x", SECRET)
+    assert [s.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert s.backoff(40) == s.backoff_max
+
+
+def test_crashed_worker_lease_expires_and_key_is_reused(store: Store) -> None:
+    key = change(store, "c9", True)
+    claimed = store.claim_outbox(now=T0, lease=dt.timedelta(seconds=60))
+    assert [m.dedupe_key for m in claimed] == [key]
+    assert store.claim_outbox(now=T0 + dt.timedelta(seconds=30), lease=dt.timedelta(seconds=60)) == []
+    again = store.claim_outbox(now=T0 + dt.timedelta(seconds=61), lease=dt.timedelta(seconds=60))
+    assert [m.dedupe_key for m in again] == [key] and again[0].attempts == 2
+    assert store.mark_outbox_delivered(again[0].id, now=T0) and not store.mark_outbox_delivered(again[0].id, now=T0)
