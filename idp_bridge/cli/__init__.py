@@ -57,7 +57,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 
-from . import commands  # noqa: E402,F401  (registers the commands)
+from . import audit, bindings, commands  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
 from . import check, keys  # noqa: E402,F401
