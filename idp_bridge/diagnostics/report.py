@@ -76,8 +76,9 @@ class Report:
                     lines.append(f"      expected: {i.expected}")
                     lines.append(f"      actual:   {i.actual}")
                 lines.append(f"      fix: {i.fix}")
-        total = len(self.items)
+        passed = sum(1 for i in self.items if i.status == "pass")
         fails = len(self.failed)
-        lines.append(f"\n{total - fails} of {total} passed" + (f", {fails} failed" if fails else "")
-                     + (" — OK" if not fails else ""))
+        skipped = len(self.items) - passed - fails
+        lines.append(f"\n{passed} passed, {fails} failed" + (f", {skipped} not run" if skipped else "")
+                     + (" — OK" if not fails else " — NOT OK"))
         return "\n".join(lines)
