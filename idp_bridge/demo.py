@@ -1,4 +1,8 @@
-"""``idp-bridge demo``: the bridge and a Huawei IAM simulator on 127.0.0.1, nothing else needed.
+"""``idp-bridge demo``: the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1.
+
+The journey: sign in on the platform -> "Open Huawei Cloud console" (a hand-off token to the bridge's
+/go) -> simulator login -> first login: bind page -> signed notification to /huawei/bind -> back on
+the platform (and a webhook) -> console -> "Pay for an order" -> /huawei/return -> the platform.
 
 Everything lives in a scratch folder: a config, a throwaway signing key, an embedded SQLite
 database and demo users. The simulator has its own throwaway key and serves its SP metadata,
@@ -18,6 +22,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from .bridge import Bridge
 from .config import Config, load_config, write_raw_config
+from .demo_platform import DemoPlatform, create_platform_app
 from .keys import generate_key
 from .simulator import SimulatorConfig, create_simulator_app
 from .store import Store
@@ -52,6 +57,8 @@ class DemoSetup:
     servers: list[BaseWSGIServer] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     simulator: SimulatorConfig | None = None
+    platform_url: str = ""
+    platform: DemoPlatform | None = None
 
     def shutdown(self) -> None:
         for server in self.servers:
@@ -60,9 +67,11 @@ class DemoSetup:
             thread.join(timeout=5)
 
 
-def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database_url: str | None = None) -> Config:
+def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database_url: str | None = None,
+                      platform_port: int = 8002) -> Config:
     bridge_url = f"http://127.0.0.1:{port}"
     simulator_url = f"http://127.0.0.1:{simulator_port}"
+    platform_url = f"http://127.0.0.1:{platform_port}"
     raw: dict[str, Any] = {
         "bridge": {"base_url": bridge_url, "entity_id": bridge_url + "/saml/metadata", "key_dir": "certs",
                    "metadata_dir": "metadata", "database_url": database_url or "sqlite:///idp-bridge.db",
@@ -71,6 +80,11 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
         "sp": [{"name": DEMO_SP_NAME, "site": "cn", "metadata": simulator_url + "/authui/saml/metadata.xml",
                 "x_account_type": DEMO_X_ACCOUNT_TYPE, "console_hosts": ["console.huaweicloud.com"],
                 "login_url": simulator_url + "/authui/saml/login"}],
+        # throwaway secrets in the scratch config (a real deployment sets them in the environment)
+        "platform": {"login_url": platform_url + "/login", "handoff_secret": secrets.token_urlsafe(48),
+                     "bind_landing_url": platform_url + "/huawei/bound", "return_url": platform_url + "/orders",
+                     "recharge_url": platform_url + "/wallet", "return_params": ["orderId"],
+                     "webhook_url": platform_url + "/hooks", "webhook_secret": secrets.token_urlsafe(48)},
     }
     path = workdir / "idp-bridge.toml"
     write_raw_config(path, raw)
@@ -78,17 +92,19 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
 
 
 def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_port: int = 8001,
-                 database_url: str | None = None) -> DemoSetup:
+                 database_url: str | None = None, platform_port: int = 8002) -> DemoSetup:
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="idp-bridge-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url)
+    config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url,
+                               platform_port=platform_port)
     generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=30)
     store = Store.from_url(config.database_url)
     store.upgrade()
     for user in DEMO_USERS:
         if store.get_user(user.user_id) is None:
             store.add_user(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
-    return DemoSetup(workdir, config, config.base_url, f"http://127.0.0.1:{simulator_port}")
+    return DemoSetup(workdir, config, config.base_url, f"http://127.0.0.1:{simulator_port}",
+                     platform_url=f"http://127.0.0.1:{platform_port}")
 
 
 def start_demo(setup: DemoSetup) -> DemoSetup:
@@ -101,7 +117,17 @@ def start_demo(setup: DemoSetup) -> DemoSetup:
     setup.simulator = simulator
     bridge_app = create_app(bridge=Bridge(setup.config, Store.from_url(setup.config.database_url)))
     sim_app = create_simulator_app(simulator)
-    for app, url in ((bridge_app, setup.bridge_url), (sim_app, setup.simulator_url)):
+    p = setup.config.platform
+    assert p.handoff_secret and p.webhook_secret
+    setup.platform = DemoPlatform(
+        bridge_url=setup.bridge_url, audience=setup.config.entity_id, sp_name=DEMO_SP_NAME,
+        handoff_secret=p.handoff_secret, webhook_secret=p.webhook_secret,
+        users={u.user_id: u.password for u in setup.users},
+        profiles={u.user_id: {"name": u.name, "email": u.email, "mobile": u.mobile} for u in setup.users})
+    apps = [(bridge_app, setup.bridge_url), (sim_app, setup.simulator_url)]
+    if setup.platform_url:
+        apps.append((create_platform_app(setup.platform), setup.platform_url))
+    for app, url in apps:
         port = int(url.rsplit(":", 1)[1])
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name=f"demo-{port}", daemon=True)
@@ -111,16 +137,21 @@ def start_demo(setup: DemoSetup) -> DemoSetup:
     return setup
 
 
-def run_demo(*, port: int = 8000, simulator_port: int = 8001, workdir: Path | None = None) -> None:
-    setup = start_demo(prepare_demo(workdir, port=port, simulator_port=simulator_port))
+def run_demo(*, port: int = 8000, simulator_port: int = 8001, workdir: Path | None = None,
+             platform_port: int = 8002) -> None:
+    setup = start_demo(prepare_demo(workdir, port=port, simulator_port=simulator_port,
+                                    platform_port=platform_port))
     users = "\n".join(f"    {u.user_id:<6} password: {u.password}" for u in setup.users)
     print(f"""
 idp-bridge demo is running (Ctrl-C to stop).
 
-  Open:  {setup.bridge_url}/
+  Open the demo partner platform:  {setup.platform_url}/
 
-  Sign in as a demo user, then click "Open Huawei Cloud console":
+  Sign in as a demo user, then click "Open Huawei Cloud console" (first time: bind an account,
+  then open the console again, "Pay for an order", "View order details"):
 {users}
+
+  Bridge:                 {setup.bridge_url}/
 
   Bridge metadata:        {setup.config.metadata_url}
   Huawei IAM simulator:   {setup.simulator_url}/  (SP metadata {setup.simulator_url}/authui/saml/metadata.xml)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -84,27 +86,61 @@ def test_round_trip_against_gunicorn_two_workers(tmp_path: Path, db_url: str) ->
             sso_round_trip(env, f"http://127.0.0.1:{port}", f"_gunicorn-trip-{i}")
 
 
-def test_demo_journey_lands_on_simulator_console(tmp_path: Path) -> None:
-    port, sim_port = free_port(), free_port()
-    cmd = idp_bridge_cmd("demo", "--dir", str(tmp_path / "demo"), "--port", str(port),
-                         "--simulator-port", str(sim_port))
+def test_demo_journey_platform_to_console_binding_checkout_and_back(tmp_path: Path) -> None:
+    """`idp-bridge demo`: platform sign-in -> console jump -> first-login binding -> console -> pay -> back."""
+    port, sim_port, shop_port = free_port(), free_port(), free_port()
+    workdir = tmp_path / "demo"
+    cmd = idp_bridge_cmd("demo", "--dir", str(workdir), "--port", str(port), "--simulator-port", str(sim_port),
+                         "--platform-port", str(shop_port))
     with ServerProcess(cmd) as demo:
-        base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
-        wait_http(base + "/healthz", proc=demo.proc)
-        wait_http(sim + "/authui/saml/metadata.xml", proc=demo.proc)
+        base, sim, shop = (f"http://127.0.0.1:{p}" for p in (port, sim_port, shop_port))
+        for url in (base + "/healthz", sim + "/authui/saml/metadata.xml", shop + "/"):
+            wait_http(url, proc=demo.proc)
         http = requests.Session()
-        assert "Sign in" in http.get(base + "/", timeout=10).text
-        assert sign_in(http, base, "alice", "alice-demo-password").status_code == 302
-        home = http.get(base + "/", timeout=10)
-        assert "Open Huawei Cloud console" in home.text
-        page = http.get(base + "/go?sp=huawei-sim", timeout=10)  # -> simulator login -> bridge SSO -> form
+        # 1. sign in on the partner platform
+        signed_in = http.post(shop + "/login", data={"user_id": "alice", "password": "alice-demo-password"},
+                              timeout=10)
+        assert 'id="open-console"' in signed_in.text
+        # 2. console jump: hand-off token -> bridge /go -> simulator login (isFirstLogin=true) -> bridge SSO
+        page = http.get(shop + "/console-jump", timeout=10)
         form = extract_form(page.text)
         assert form["action"] == sim + "/authui/saml/SAMLAssertionConsumer"
+        bind_page = http.post(form["action"], data={"SAMLResponse": form["SAMLResponse"],
+                                                    "RelayState": form["RelayState"]}, timeout=10)
+        assert bind_page.url == sim + "/authui/bind" and "bind a Huawei Cloud account" in bind_page.text
+        report = http.get(sim + "/simulator/last.json", timeout=10).json()
+        assert report["ok"] is True and report["is_first_login"] is True, report
+        assert report["attributes"]["xUserId"] == ["alice"]
+        # 3. bind: the simulator posts Huawei's signed notification through the browser to /huawei/bind
+        notify = http.post(sim + "/authui/bind", data={"action": "bind", "domain_name": "hw_alice"}, timeout=10)
+        target = re.search(r'<form id="notify" method="post" action="([^"]+)"', notify.text)
+        assert target and target.group(1) == base + "/huawei/bind"
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', notify.text))
+        assert set(fields) == {"bindRequest", "SigAlg", "Signature"}
+        landed = http.post(target.group(1), data=fields, timeout=10)
+        assert landed.url == shop + "/huawei/bound?result=bound" and "account linked" in landed.text
+        # the platform hears about it by webhook (delivered by the bridge's outbox loop)
+        deadline = time.monotonic() + 20
+        hooks: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not hooks:
+            hooks = http.get(shop + "/webhooks.json", timeout=10).json()["webhooks"]
+            time.sleep(0.2)
+        assert [(h["xUserId"], h["bound"], h["domainName"]) for h in hooks] == [("alice", True, "hw_alice")]
+        # 4. console again: now bound, straight in
+        form = extract_form(http.get(shop + "/console-jump", timeout=10).text)
         console = http.post(form["action"], data={"SAMLResponse": form["SAMLResponse"],
                                                   "RelayState": form["RelayState"]}, timeout=10)
         assert console.status_code == 200 and console.url == sim + "/console"
         assert "alice@partner.example" in console.text
-        report = http.get(sim + "/simulator/last.json", timeout=10).json()
-        assert report["ok"] is True, report
-        assert all(c["ok"] for c in report["checks"])
-        assert report["attributes"]["xUserId"] == ["alice"]
+        assert http.get(sim + "/simulator/last.json", timeout=10).json()["is_first_login"] is False
+        # 5. pay for an order; "View order details" returns through the bridge to the platform
+        paid = http.post(sim + "/order/pay", timeout=10)
+        link = re.search(r'<a id="order-details" href="([^"]+)"', paid.text)
+        assert link and link.group(1).startswith(base + "/huawei/return?orderId=CS")
+        back = http.get(link.group(1).replace("&amp;", "&"), timeout=10)
+        assert back.url.startswith(shop + "/orders?orderId=CS") and "Back on the partner platform" in back.text
+        # 6. the audit trail has it all
+        tail = subprocess.run(idp_bridge_cmd("--config", str(workdir / "idp-bridge.toml"), "audit", "tail", "-n",
+                                             "50"), capture_output=True, text=True, timeout=60, check=True).stdout
+        for event in ("handoff", "console_jump", "login", "binding", "webhook", "return"):
+            assert re.search(rf"\b{event}\s+ok\b", tail), (event, tail)

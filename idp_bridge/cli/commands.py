@@ -208,11 +208,13 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int, help="Port of the bridge.")
 @click.option("--simulator-port", default=8001, show_default=True, type=int, help="Port of the Huawei IAM simulator.")
+@click.option("--platform-port", default=8002, show_default=True, type=int, help="Port of the demo partner platform.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
               help="Scratch folder (default: a new temporary folder).")
 @click.option("--no-browser-hint", is_flag=True, hidden=True)
-def demo(port: int, simulator_port: int, workdir: str | None, no_browser_hint: bool) -> None:
-    """Start the bridge and a Huawei IAM simulator on 127.0.0.1 with throwaway keys and demo users."""
+def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None, no_browser_hint: bool) -> None:
+    """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
     from ..demo import run_demo
 
-    run_demo(port=port, simulator_port=simulator_port, workdir=Path(workdir) if workdir else None)
+    run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
+             workdir=Path(workdir) if workdir else None)
