@@ -20,7 +20,7 @@ from .saml.bindings import decode_redirect, encode_post, verify_redirect_signatu
 from .saml.errors import ReplayError
 from .saml.metadata import build_idp_metadata, metadata_etag
 from .saml.requests import check_authn_request, parse_authn_request
-from .saml.responses import build_response
+from .saml.responses import STATUS_NO_PASSIVE, build_error_response, build_response
 from .saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
 from .sp_registry import LoadedServiceProvider, ServiceProviderRegistry
 from .store import Store
@@ -40,13 +40,19 @@ class PendingLogin:
     acs_url: str
     relay_state: str | None
     received_at: str
+    force_authn: bool = False
+    is_passive: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PendingLogin:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def needs_fresh_login(self, authn_instant: dt.datetime) -> bool:
+        """ForceAuthn: the customer must have authenticated after this request arrived."""
+        return self.force_authn and authn_instant < dt.datetime.fromisoformat(self.received_at)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,7 @@ class Bridge:
             raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
                               "each request is accepted once", code="request_replayed")
         return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
-                            now.isoformat())
+                            now.isoformat(), force_authn=request.force_authn, is_passive=request.is_passive)
 
     def issue_response(self, pending: PendingLogin, customer: Customer, *, authn_instant: dt.datetime,
                        session_index: str, now: dt.datetime | None = None) -> PostForm:
@@ -143,6 +149,13 @@ class Bridge:
             sign_response=sp.config.sign_response,
             sp_name_qualifier=pending.sp_entity_id,
         )
+        return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
+
+    def issue_no_passive(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> PostForm:
+        """IsPassive and nobody (freshly) signed in: tell the SP so, signed, instead of showing a login page."""
+        xml = build_error_response(issuer=self.config.entity_id, destination=pending.acs_url,
+                                   in_response_to=pending.request_id, now=now or utcnow(),
+                                   sub_status=STATUS_NO_PASSIVE, signer=self.keys.ring().active.signer)
         return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
 
     # -- console jump -----------------------------------------------------------------------

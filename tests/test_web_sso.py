@@ -296,3 +296,30 @@ def test_pending_request_cannot_be_swapped_by_the_browser(app: Flask, env: Env) 
     fields = extract_form(page.get_data(as_text=True))
     assert b'InResponseTo="_pending-1"' in base64.b64decode(fields["SAMLResponse"])
     assert client.get("/saml/continue").status_code == 400  # used once
+
+
+# -- ForceAuthn and IsPassive ---------------------------------------------------------------------
+def test_force_authn_asks_a_signed_in_customer_to_sign_in_again(app: Flask, env: Env) -> None:
+    client = app.test_client()
+    login(client)
+    xml = env.authn_request(request_id="_force-1").replace(b'ForceAuthn="false"', b'ForceAuthn="true"')
+    first = client.get("/saml/sso?" + env.redirect_query(xml))
+    assert first.status_code == 302 and first.headers["Location"].endswith("/login")
+    assert login(client).headers["Location"].endswith("/saml/continue")
+    form = extract_form(client.get("/saml/continue").get_data(as_text=True))
+    assert b'InResponseTo="_force-1"' in base64.b64decode(form["SAMLResponse"])
+
+
+def test_is_passive_without_session_answers_no_passive(app: Flask, env: Env) -> None:
+    client = app.test_client()
+    metadata = client.get("/saml/metadata").data
+    xml = env.authn_request(request_id="_passive-1").replace(b'IsPassive="false"', b'IsPassive="true"')
+    page = client.get("/saml/sso?" + env.redirect_query(xml))
+    assert page.status_code == 200
+    form = extract_form(page.get_data(as_text=True))
+    response_xml = base64.b64decode(form["SAMLResponse"])
+    assert b"urn:oasis:names:tc:SAML:2.0:status:NoPassive" in response_xml and b"<saml:Assertion" not in response_xml
+    (cert,) = metadata_certificate_b64(metadata)
+    assert xmlsec1_verify(response_xml, cert, node="Response").returncode == 0
+    ok, error, _ = python3_saml_validate(form["SAMLResponse"], idp_metadata_xml=metadata, request_id="_passive-1")
+    assert not ok and error is not None and "NoPassive" in error

@@ -9,7 +9,7 @@ from flask import Blueprint, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
 from ..audit import audit
-from ..bridge import PendingLogin, utcnow
+from ..bridge import PendingLogin, PostForm, utcnow
 from ..saml.errors import RequestError
 from .auth import bridge, current_customer, require_login_redirect
 from .security import correlation_id, csp_nonce
@@ -43,8 +43,6 @@ def sso() -> Response:
                            "percent-encoded ASCII", code="query_not_ascii") from None
     pending = bridge().accept_redirect_request(raw_query)
     session["pending"] = pending.to_dict()
-    if current_customer() is None:
-        return require_login_redirect()
     return sso_continue()
 
 
@@ -54,17 +52,31 @@ def sso_continue() -> Response:
     if not data:
         raise RequestError("no pending sign-in request in this session (it was completed, expired, or the "
                            "session changed)", code="no_pending_request")
-    customer = current_customer()
-    if customer is None:
-        return require_login_redirect()
     pending = PendingLogin.from_dict(data)
+    customer = current_customer()
     b = bridge()
+    fresh = customer is not None and not pending.needs_fresh_login(
+        dt.datetime.fromisoformat(session["authn_instant"]))
+    if not fresh:
+        if pending.is_passive:
+            session.pop("pending", None)
+            audit(b.store, "login", "refused", reason_code="no_passive", correlation_id=correlation_id(),
+                  sp=pending.sp_name, detail={"request_id": pending.request_id,
+                                              "reason": "IsPassive request and no (fresh) sign-in"})
+            return post_form_page(b.issue_no_passive(pending))
+        return require_login_redirect()
+    assert customer is not None
     form = b.issue_response(pending, customer, authn_instant=dt.datetime.fromisoformat(session["authn_instant"]),
                             session_index=session["session_index"])
     session.pop("pending", None)
     audit(b.store, "login", "ok", correlation_id=correlation_id(), sp=pending.sp_name, customer=customer.user_id,
           detail={"request_id": pending.request_id, "acs": pending.acs_url,
                   "key_id": b.keys.ring().active.key_id})
+    return post_form_page(form)
+
+
+def post_form_page(form: PostForm) -> Response:
+    """The auto-submitting form to the ACS: no caching, scripts only by nonce, posts only to the ACS origin."""
     acs = urlsplit(form.action)
     resp = make_response(render_template("post_form.html", form=form))
     resp.headers["Cache-Control"] = "no-store"
