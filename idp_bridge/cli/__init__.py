@@ -60,4 +60,4 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 from . import audit, bindings, commands  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
-from . import check, decode, keys  # noqa: E402,F401
+from . import check, decode, keys, trust_test  # noqa: E402,F401

@@ -1,0 +1,120 @@
+"""`idp-bridge trust-test`: passes against `idp-bridge demo` (a real process); fails with the right reason
+against a bridge whose SP metadata is stale (the simulator rotated its key after the bridge loaded it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from idp_bridge.bridge import Bridge
+from idp_bridge.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
+from idp_bridge.diagnostics.trust_test import run_against, run_with_builtin_simulator
+from idp_bridge.simulator import SimulatorConfig, create_simulator_app
+from idp_bridge.store import Store
+from tests.servers import ServerProcess, free_port, idp_bridge_cmd, wait_http
+
+JOURNEY = ["IdP metadata", "sign-in", "login link", "signed AuthnRequest", "bridge answers with a Response",
+           "ACS verification", "first-login binding", "console", "return after checkout"]
+
+
+@pytest.mark.slow
+def test_passes_against_idp_bridge_demo_process(tmp_path: Path) -> None:
+    port, sim_port = free_port(), free_port()
+    demo_dir = tmp_path / "demo"
+    with ServerProcess(idp_bridge_cmd("demo", "--dir", str(demo_dir), "--port", str(port),
+                                      "--simulator-port", str(sim_port))) as demo:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz", proc=demo.proc)
+        wait_http(f"http://127.0.0.1:{sim_port}/authui/saml/metadata.xml", proc=demo.proc)
+        result = subprocess.run(idp_bridge_cmd("--config", str(demo_dir / "idp-bridge.toml"), "trust-test",
+                                               "--url", base, "--json"),
+                                capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert [i["name"] for i in report["items"]] == JOURNEY
+    statuses = {i["name"]: i["status"] for i in report["items"]}
+    assert all(s == "pass" for s in statuses.values()), report
+
+
+def _rotate_simulator_key(setup: DemoSetup) -> SimulatorConfig:
+    """Replace the running simulator by one with a fresh key on the same port (what a key rotation at Huawei is)."""
+    old_server, old_thread = setup.servers[1], setup.threads[1]
+    old_server.shutdown()
+    old_server.server_close()
+    old_thread.join(5)
+    assert setup.simulator is not None
+    fresh = SimulatorConfig.generate(setup.simulator_url, site="cn", idp_metadata=setup.simulator.idp_metadata,
+                                     bind_notify_url=setup.simulator.bind_notify_url,
+                                     payment_return_url=setup.simulator.payment_return_url)
+    port = int(setup.simulator_url.rsplit(":", 1)[1])
+    server = make_server("127.0.0.1", port, create_simulator_app(fresh), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    setup.servers[1], setup.threads[1] = server, thread
+    return fresh
+
+
+def test_fails_with_the_reason_when_the_bridge_holds_stale_sp_metadata(tmp_path: Path) -> None:
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port()))
+    store = Store.from_url(setup.config.database_url)
+    user = DEMO_USERS[0]
+    try:
+        first = run_against(setup.bridge_url, user=user.user_id, password=user.password,
+                            bridge=Bridge(setup.config, store))
+        assert first.ok, first.render()  # the bridge now holds the simulator's metadata (cached for an hour)
+        assert setup.simulator is not None
+        old_fp = setup.simulator.signer.certificate
+        fresh = _rotate_simulator_key(setup)
+        second = run_against(setup.bridge_url, user=DEMO_USERS[1].user_id, password=DEMO_USERS[1].password,
+                             bridge=Bridge(setup.config, store))
+    finally:
+        setup.shutdown()
+        store.dispose()
+    assert not second.ok
+    failed = second.failed
+    assert [i.name for i in failed] == ["bridge answers with a Response"], second.render()
+    item = failed[0]
+    from idp_bridge.saml.algorithms import fingerprint
+
+    assert "signature" in item.detail.lower()
+    assert "SP metadata is stale" in item.detail
+    assert fingerprint(old_fp) in item.detail and fingerprint(fresh.signer.certificate) in item.detail
+    assert "refresh the SP metadata" in item.fix
+    # the steps before passed, the ones after were not run
+    assert second.item("journey", "signed AuthnRequest").status == "pass"
+    assert second.item("journey", "console").status == "skip"
+
+
+def test_without_a_local_config_the_refusal_points_to_the_correlation_id(tmp_path: Path) -> None:
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port()))
+    user = DEMO_USERS[0]
+    try:
+        assert run_against(setup.bridge_url, user=user.user_id, password=user.password).ok
+        _rotate_simulator_key(setup)
+        report = run_against(setup.bridge_url, user=user.user_id, password=user.password)
+    finally:
+        setup.shutdown()
+    item = report.item("journey", "bridge answers with a Response")
+    assert item.status == "fail" and "correlation id" in item.detail and "HTTP 400" in item.detail
+
+
+def test_wrong_password_fails_at_sign_in(tmp_path: Path) -> None:
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port()))
+    try:
+        report = run_against(setup.bridge_url, user="alice", password="wrong")
+    finally:
+        setup.shutdown()
+    assert report.item("journey", "sign-in").status == "fail"
+    assert "--user/--password" in report.item("journey", "sign-in").fix
+
+
+def test_builtin_simulator_run_passes() -> None:
+    report = run_with_builtin_simulator()
+    assert report.ok, report.render()
+    assert [i.name for i in report.items] == JOURNEY
