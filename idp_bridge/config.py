@@ -14,6 +14,7 @@ Environment overrides (secrets and per-deployment values stay out of the file):
 ``IDP_BRIDGE_KEY_PASSPHRASE_FILE``  file holding that passphrase
 ``IDP_BRIDGE_HANDOFF_SECRET``  HS256 secret shared with the partner platform (hand-off tokens)
 ``IDP_BRIDGE_WEBHOOK_SECRET``  HMAC-SHA256 secret for webhooks sent to the platform
+``IDP_BRIDGE_DEBUG_PASSWORD``  operator password of the debug console (``[debug] enabled = true``)
 =============================  ===========================================
 """
 
@@ -127,6 +128,16 @@ class PlatformSettings:
 
 
 @dataclass(frozen=True)
+class DebugSettings:
+    """``[debug]``: the operator console at ``/_bridge/`` (off unless enabled; password from the environment)."""
+
+    enabled: bool = False
+    password: str | None = field(default=None, repr=False)  # IDP_BRIDGE_DEBUG_PASSWORD
+    #: Decoded SAML exchanges kept in memory per process for the console.
+    max_exchanges: int = 100
+
+
+@dataclass(frozen=True)
 class Config:
     base_url: str
     entity_id: str
@@ -143,6 +154,7 @@ class Config:
     trust_forwarded: bool = False
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     keys: KeySettings = field(default_factory=KeySettings)
+    debug: DebugSettings = field(default_factory=lambda: DebugSettings())
 
     @property
     def sso_url(self) -> str:
@@ -224,7 +236,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
-    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys"}
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -329,7 +341,29 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         path=path, trust_forwarded=trust_forwarded,
         platform=_parse_platform(_get(raw, "platform", "", dict, {}), base_dir, env),
         keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
+        debug=_parse_debug(_get(raw, "debug", "", dict, {}), env),
     )
+
+
+DEBUG_PASSWORD_MIN = 16
+
+
+def _parse_debug(raw: Mapping[str, Any], env: Mapping[str, str]) -> DebugSettings:
+    """``[debug]``: enabled, password (better: IDP_BRIDGE_DEBUG_PASSWORD), max_exchanges. Fails closed."""
+    unknown = set(raw) - {"enabled", "password", "max_exchanges"}
+    if unknown:
+        raise ConfigError(f"debug: unknown key(s) {', '.join(sorted(unknown))}; expected enabled, password, "
+                          "max_exchanges", code="config_unknown_key")
+    enabled = _get(raw, "enabled", "debug.", bool, False)
+    password = env.get("IDP_BRIDGE_DEBUG_PASSWORD") or _get(raw, "password", "debug.", str, None)
+    max_exchanges = _get(raw, "max_exchanges", "debug.", int, 100)
+    if not 1 <= max_exchanges <= 10_000:
+        raise ConfigError(f"debug.max_exchanges: {max_exchanges} must be between 1 and 10000", code="config_range")
+    if enabled and (not password or len(password) < DEBUG_PASSWORD_MIN):
+        raise ConfigError(f"debug.enabled is true but the operator password (IDP_BRIDGE_DEBUG_PASSWORD or "
+                          f"debug.password) is missing or shorter than {DEBUG_PASSWORD_MIN} characters",
+                          code="config_debug_password")
+    return DebugSettings(enabled=enabled, password=password, max_exchanges=max_exchanges)
 
 
 _PARAM_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
