@@ -1,0 +1,210 @@
+"""Acceptance: a key rotation under load (gunicorn, 2 workers) with not one failed login, and a negative
+control that proves the test can fail.
+
+A load client runs complete SSO logins (signed AuthnRequest -> our Response) from several threads.
+A test SP refreshes our metadata (``/saml/metadata?sp=huawei-cn``) at random moments and checks every
+Response against the metadata it held at that moment (``check_response``, signature included).
+Meanwhile the rotation is driven through the real command line: ``keys new`` -> (the SP's fetch is the
+evidence) ``keys confirm-published`` -> ``keys activate`` (not forced: the evidence gate must pass) ->
+``keys retire``. Then the negative control: ``keys new`` + ``keys activate --force`` before the SP has
+fetched the new metadata must make the SP refuse Responses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from idp_bridge.config import read_raw_config, write_raw_config
+from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
+from idp_bridge.store import Store
+from tests.conftest import FAST_PASSWORD_HASHER
+from tests.journey import PASSWORD, SP_ACS, SP_ENTITY_ID, Env, decode_response, extract_form, make_env
+from tests.servers import ServerProcess, free_port, gunicorn_cmd, idp_bridge_cmd, wait_http
+
+pytestmark = pytest.mark.slow
+
+THREADS = 4
+HARD_CAP_SECONDS = 90  # the whole test, whatever happens
+LEAD, GRACE, RELOAD = 3, 3, 0.5
+
+
+class TestSp:
+    """Holds the metadata it last fetched; refreshes it at random moments."""
+
+    def __init__(self, base: str, interval: tuple[float, float]) -> None:
+        self.base, self.interval = base, interval
+        self.held = parse_idp_metadata(requests.get(base + "/saml/metadata?sp=huawei-cn", timeout=10).content)
+        self.stop = threading.Event()
+        self.fetches = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(random.uniform(*self.interval)):
+            resp = requests.get(self.base + "/saml/metadata?sp=huawei-cn", timeout=10)
+            if resp.status_code == 200:
+                self.held = parse_idp_metadata(resp.content)
+                self.fetches += 1
+
+
+class Load:
+    def __init__(self, env: Env, base: str, sp: TestSp) -> None:
+        self.env, self.base, self.sp = env, base, sp
+        self.phase = "before"
+        self.ok: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def sign_in(self, http: requests.Session) -> None:
+        page = http.get(self.base + "/login", timeout=10)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token
+        http.post(self.base + "/login", data={"user_id": "cust-1001", "password": PASSWORD,
+                                              "csrf_token": token.group(1)}, allow_redirects=False, timeout=10)
+
+    def one_login(self, http: requests.Session, n: int, worker: int) -> str | None:
+        request_id = f"_load-{worker}-{n}-{random.getrandbits(32):08x}"
+        query = self.env.redirect_query(self.env.authn_request(request_id=request_id))
+        page = http.get(self.base + "/saml/sso?" + query, timeout=10)
+        if "/login" in page.url:  # a fresh session: sign in, then continue
+            self.sign_in(http)
+            page = http.get(self.base + "/saml/continue", timeout=10)
+        if page.status_code != 200:
+            return f"HTTP {page.status_code}"
+        form = extract_form(page.text)
+        if "SAMLResponse" not in form:
+            return "no SAMLResponse in the page"
+        held = self.sp.held  # the metadata the SP holds at this moment
+        report = check_response(decode_response(form["SAMLResponse"]), idp=held, sp_entity_id=SP_ENTITY_ID,
+                                acs_url=SP_ACS, expected_request_ids=[request_id], now=dt.datetime.now(dt.UTC))
+        if not report.ok:
+            return "; ".join(f"{c.name}: {c.actual}" for c in report.failed)[:300]
+        return None
+
+    def run(self, worker: int) -> None:
+        http = requests.Session()
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            if n % 10 == 0:  # every tenth login starts from a fresh browser session (password sign-in)
+                http = requests.Session()
+            phase = self.phase
+            try:
+                error = self.one_login(http, n, worker)
+            except requests.RequestException as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                if error is None:
+                    self.ok[phase] += 1
+                else:
+                    self.failed[phase] += 1
+                    self.failures.append(f"[{phase}] {error}")
+
+
+def keys_cmd(env: Env, *args: str, ok: bool = True) -> str:
+    proc = subprocess.run(idp_bridge_cmd("--config", str(env.config.path), "keys", *args), capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "IDP_BRIDGE_CONFIG": str(env.config.path)})
+    assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def new_key(env: Env) -> str:
+    found = re.search(r"added key ([0-9a-f]{16})", keys_cmd(env, "new", "--algorithm", "rsa-2048", "--days", "90"))
+    assert found
+    return found.group(1)
+
+
+def wait_for(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(tmp_path: Path,
+                                                                               db_url: str) -> None:
+    started = time.monotonic()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = make_env(tmp_path / "bridge", db_url, base_url=base)
+    assert env.config.path is not None
+    raw = read_raw_config(env.config.path)
+    raw["keys"] = {"publish_lead_seconds": LEAD, "retiring_grace_seconds": GRACE, "reload_seconds": RELOAD}
+    write_raw_config(env.config.path, raw)
+    store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
+    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example")
+    (first,) = [p.stem for p in env.config.key_dir.glob("*.key")]
+
+    with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
+        wait_http(base + "/healthz", proc=server.proc)
+        server_log: list[bytes] = []
+        drain = threading.Thread(target=lambda: server_log.extend(iter(server.proc.stdout.readline, b"")),  # type: ignore[union-attr]
+                                 daemon=True)  # a full pipe would block the workers' log writes
+        drain.start()
+        sp = TestSp(base, (0.2, 1.2))
+        load = Load(env, base, sp)
+        threads = [threading.Thread(target=sp.run, daemon=True)]
+        threads += [threading.Thread(target=load.run, args=(i,), daemon=True) for i in range(THREADS)]
+        for t in threads:
+            t.start()
+        try:
+            # -- the rotation, by the book ---------------------------------------------------------
+            time.sleep(2)
+            load.phase = "published"
+            second = new_key(env)
+            assert wait_for(lambda: second in {k for f in store.fetches_with_key(second) if f.sp for k in f.key_ids},
+                            10), "the test SP never fetched metadata holding the new key"
+            keys_cmd(env, "confirm-published", second, "--sp", "huawei-cn", "--note", "load test")
+            time.sleep(LEAD + 0.5)
+            load.phase = "activated"
+            out = keys_cmd(env, "activate", second)  # not forced: the evidence gate must pass
+            assert f"{first} is retiring" in out
+            time.sleep(GRACE + 0.5)
+            load.phase = "retired"
+            keys_cmd(env, "retire", first)
+            time.sleep(3)
+            positive_ok, positive_failed = sum(load.ok.values()), sum(load.failed.values())
+            positive_failures = list(load.failures)
+            positive_seconds = time.monotonic() - started
+
+            # -- negative control: switch before the SP has the new metadata --------------------
+            sp.interval = (3.0, 4.0)  # the SP refreshes rarely; the switch lands inside its stale window
+            third = new_key(env)
+            load.phase = "forced"
+            keys_cmd(env, "activate", third, "--force", "--reason", "negative control")
+            assert wait_for(lambda: load.failed["forced"] > 0, min(15, HARD_CAP_SECONDS - (time.monotonic() - started)))
+        finally:
+            load.stop.set()
+            sp.stop.set()
+            for t in threads:
+                t.join(timeout=15)
+        store.dispose()
+        server.stop()
+        drain.join(timeout=10)
+        log = b"".join(server_log).decode(errors="replace")
+
+    rate = positive_ok / positive_seconds
+    print(f"\npositive run: {positive_ok} logins in {positive_seconds:.1f} s ({rate:.1f}/s), "
+          f"{positive_failed} failed, SP refreshed {sp.fetches} times; per phase ok={dict(load.ok)} "
+          f"failed={dict(load.failed)}")
+    print("negative control failures (first 3):", load.failures[len(positive_failures):][:3])
+    assert positive_failed == 0, positive_failures[:5]
+    assert all(load.ok[p] > 0 for p in ("before", "published", "activated", "retired")), load.ok
+    assert rate >= 10, f"{rate:.1f} logins/s"
+    assert load.failed["forced"] > 0  # the negative control shows the test can fail
+    assert any("signature" in f for f in load.failures[len(positive_failures):]), load.failures[-3:]
+    assert "Traceback" not in log, log[-3000:]
+    assert time.monotonic() - started < HARD_CAP_SECONDS
