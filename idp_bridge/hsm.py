@@ -11,6 +11,7 @@ Config (``[[keys.pkcs11]]``): ``module`` (e.g. /usr/lib/softhsm/libsofthsm2.so),
 
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from .saml import algorithms
 from .saml.errors import KeyError_
 
 _LIBS: dict[str, Any] = {}
+_LOGINS: dict[tuple[str, str], str] = {}
 _LIBS_LOCK = threading.Lock()
 
 
@@ -55,7 +57,16 @@ class Pkcs11Signer:
         where = f"PKCS#11 token {token_label!r} key {key_label!r}"
         try:
             token = _lib(module).get_token(token_label=token_label)
-            self._session = token.open(user_pin=pin)
+            login = (str(module), token_label)
+            try:
+                self._session = token.open(user_pin=pin)
+                _LOGINS[login] = pin
+            except pkcs11.exceptions.UserAlreadyLoggedIn:
+                # A login is per process and token: share it, but only with the PIN that logged in.
+                if not hmac.compare_digest(_LOGINS.get(login, ""), pin):
+                    raise KeyError_(f"{where}: the PIN differs from the one this process logged in with",
+                                    code="hsm_key") from None
+                self._session = token.open()
             key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
         except KeyError_:
             raise

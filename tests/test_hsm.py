@@ -1,0 +1,105 @@
+"""PKCS#11 signing for real: a SoftHSM2 token in a temporary folder, an RSA key imported into it, a Response
+signed through the token and verified by the xmlsec1 command with only the certificate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from idp_bridge.config import Pkcs11KeyConfig
+from idp_bridge.hsm import Pkcs11Signer, signer_from_config
+from idp_bridge.keys import load_key_ring
+from idp_bridge.saml.errors import KeyError_
+from idp_bridge.saml.responses import build_response
+from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
+from tests.journey import xmlsec1_verify
+from tests.pki import TestKey, make_key
+
+MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+PIN = "123456"
+
+
+@pytest.fixture(scope="module")
+def hsm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("softhsm")
+
+
+@pytest.fixture(scope="module")
+def token(hsm_dir: Path) -> Iterator[TestKey]:
+    """A SoftHSM2 token 'bridge' holding one RSA key pair labelled 'signing'. One per module: the PKCS#11
+    library reads SOFTHSM2_CONF once per process, when it is initialised."""
+    if not MODULE.exists() or not shutil.which("softhsm2-util"):
+        pytest.fail("SoftHSM2 is missing: apt-get install -y softhsm2 (scripts/test.sh installs it)")
+    tmp_path = hsm_dir
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
+    saved = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bridge", "--pin", PIN, "--so-pin", "0000"],
+                   check=True, capture_output=True, timeout=30)
+    key = make_key("hsm-key", bits=2048)
+    (tmp_path / "key.pem").write_bytes(key.key_pem)
+    subprocess.run(["softhsm2-util", "--import", str(tmp_path / "key.pem"), "--token", "bridge", "--label", "signing",
+                    "--id", "01", "--pin", PIN], check=True, capture_output=True, timeout=30)
+    (tmp_path / "key.pem").unlink()
+    (hsm_dir / "hsm.crt").write_bytes(key.cert_pem)
+    yield key
+    if saved is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = saved
+
+
+def _response(signer: Pkcs11Signer) -> bytes:
+    now = dt.datetime.now(dt.UTC)
+    return build_response(
+        issuer="https://sso.partner.example/saml/metadata", destination="https://auth.huaweicloud.com/acs",
+        audience="https://auth.huaweicloud.com/", in_response_to="_req-1", name_id="_n1",
+        name_id_format=NAMEID_TRANSIENT, attributes={"xUserId": ["cust-1"]}, now=now,
+        lifetime=dt.timedelta(minutes=5), not_before_skew=dt.timedelta(minutes=3), session_index="_s1",
+        authn_instant=now, authn_context=AUTHN_PASSWORD_PROTECTED, signer=signer, sign_assertion=True,
+        sign_response=True, sp_name_qualifier="https://auth.huaweicloud.com/")
+
+
+def test_response_signed_in_the_token_passes_xmlsec1(token: TestKey, hsm_dir: Path) -> None:
+    item = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing",
+                           certificate=hsm_dir / "hsm.crt", pin_env="TEST_PKCS11_PIN")
+    signer = signer_from_config(item, {"TEST_PKCS11_PIN": PIN})
+    xml = _response(signer)
+    cert_b64 = "".join(token.cert_pem.decode().strip().splitlines()[1:-1])
+    for node in ("Assertion", "Response"):
+        result = xmlsec1_verify(xml, cert_b64, node=node)
+        assert result.returncode == 0, result.stderr
+    other = make_key("not-the-hsm-key")
+    other_b64 = "".join(other.cert_pem.decode().strip().splitlines()[1:-1])
+    assert xmlsec1_verify(xml, other_b64).returncode != 0  # the check can fail
+
+
+def test_token_key_joins_the_key_ring(token: TestKey, hsm_dir: Path) -> None:
+    item = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing", certificate=hsm_dir / "hsm.crt")
+    signer = signer_from_config(item, {"IDP_BRIDGE_PKCS11_PIN": PIN})
+    ring = load_key_ring(hsm_dir / "no-files", extra_signers=[signer])
+    assert ring.active.signer is signer and ring.active.key_id == signer.key_id
+
+
+def test_refusals(token: TestKey, hsm_dir: Path) -> None:
+    good = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing", certificate=hsm_dir / "hsm.crt")
+    with pytest.raises(KeyError_) as exc:
+        signer_from_config(good, {})
+    assert exc.value.code == "hsm_pin"
+    with pytest.raises(KeyError_) as exc:
+        signer_from_config(good, {"IDP_BRIDGE_PKCS11_PIN": "999999"})
+    assert exc.value.code == "hsm_key"
+    (hsm_dir / "other.crt").write_bytes(make_key("other").cert_pem)
+    mismatched = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing",
+                                 certificate=hsm_dir / "other.crt")
+    with pytest.raises(KeyError_) as exc:
+        signer_from_config(mismatched, {"IDP_BRIDGE_PKCS11_PIN": PIN})
+    assert exc.value.code == "key_cert_mismatch"
