@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .config import Config
 from .keys import KeyProblem, KeyRing, expiring, load_key_ring
-from .saml.errors import BridgeError
+from .saml.errors import BridgeError, KeyError_
 from .saml.signing import Signer
 
 log = logging.getLogger("idp_bridge.keys")
@@ -38,7 +38,7 @@ class KeyRingProvider:
         self._warned_expiry: set[str] = set()
         self.last_error: str | None = None
 
-    def _hsm_signers(self) -> Sequence[Signer]:
+    def hsm_signers(self) -> Sequence[Signer]:
         if self._hsm is None:
             if self._config.keys.pkcs11:
                 from .hsm import signers_from_config
@@ -51,7 +51,7 @@ class KeyRingProvider:
     def load(self, *, strict: bool = True) -> KeyRing:
         return load_key_ring(self._config.key_dir, states=self._states(), passphrase=self._config.key_passphrase,
                              previous=None if strict else self._ring, strict=strict,
-                             extra_signers=self._hsm_signers())
+                             extra_signers=self.hsm_signers())
 
     def ring(self) -> KeyRing:
         now = time.monotonic()
@@ -66,7 +66,11 @@ class KeyRingProvider:
         first = self._ring is None
         try:
             fresh = self.load(strict=first)
-            fresh.active  # noqa: B018 - a ring with no single usable active key is not good
+            try:
+                fresh.active  # noqa: B018 - a ring with no single usable active key is not good
+            except KeyError_ as exc:
+                why = "; ".join(f"key {p.key_id} refused: {p.message} [{p.code}]" for p in fresh.problems)
+                raise KeyError_(f"{exc.operator}{' (' + why + ')' if why else ''}", code=exc.code) from exc
         except BridgeError as exc:
             self.last_error = str(exc)
             if first:
