@@ -22,7 +22,8 @@ def healthz() -> tuple[dict[str, Any], int]:
         now = utcnow()
         report["keys"] = [{"id": e.key_id, "state": e.state, "not_after": e.not_after.isoformat(),
                            "days_left": (e.not_after - now).days,
-                           "expiring": (e.not_after - now) < dt.timedelta(days=30)} for e in ring.entries]
+                           "expiring": (e.not_after - now) < dt.timedelta(days=b.config.keys.expiry_warning_days)}
+                          for e in ring.entries]
         if any(k["expiring"] for k in report["keys"]):
             report["status"] = "warn"
         if b.keys.last_error:
