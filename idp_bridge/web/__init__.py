@@ -15,7 +15,7 @@ from ..audit import configure_logging
 from ..bridge import Bridge
 from ..config import Config, load_config
 from ..store import Store
-from . import account, errors, health, idp, platform, security
+from . import account, debug, errors, health, idp, platform, security
 from .sessions import StoreSessionInterface
 
 
@@ -42,7 +42,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     security.install(app)
     errors.install(app)
-    for blueprint in (idp.bp, account.bp, health.bp, platform.bp):
+    for blueprint in (idp.bp, account.bp, health.bp, platform.bp, debug.bp):
         app.register_blueprint(blueprint)
     _start_webhook_loop(app, bridge)
     return app

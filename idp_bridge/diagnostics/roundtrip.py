@@ -1,0 +1,119 @@
+"""In-process SAML round trips for the debug console: the attribute-release preview and the "test login".
+
+Neither touches the network. The test login plays a throwaway Huawei IAM simulator (its own key)
+against this bridge's real signing keys and code path: the simulator signs an AuthnRequest, the
+bridge verifies and accepts it and issues the Response, the simulator checks it by Huawei's rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ..bridge import Bridge
+from ..config import ServiceProviderConfig
+from ..huawei.attributes import Customer, release_attributes
+from ..saml.errors import BridgeError
+from ..saml.responses import AssertionSpec, render_response
+from ..saml.xml import NAMEID_TRANSIENT, NS_SAML, parse_untrusted
+from ..sp_registry import ServiceProviderRegistry
+from .exchanges import redacted_xml
+
+SIMULATOR_BASE = "https://iam-simulator.invalid"
+SIMULATOR_X_ACCOUNT_TYPE = "debug-console-simulator"
+
+
+def customer_for(bridge: Bridge, user_id: str) -> Customer:
+    user = bridge.store.get_user(user_id)
+    if user is None:
+        raise BridgeError(f"no local user {user_id!r} (add one with `idp-bridge users add`)", code="user_unknown")
+    return Customer(user_id=user.user_id, email=user.email, name=user.name, mobile=user.mobile)
+
+
+@dataclass(frozen=True)
+class Preview:
+    sp_name: str
+    attributes: dict[str, list[str]]
+    assertion_xml: str
+
+
+def preview_assertion(bridge: Bridge, customer: Customer, sp_name: str, *, now: dt.datetime | None = None) -> Preview:
+    """The Assertion this customer would receive at this SP, unsigned: same mapping and settings as a live login."""
+    now = now or dt.datetime.now(dt.UTC)
+    sp = bridge.sps.get(sp_name)
+    cfg = bridge.config
+    attributes = release_attributes(customer, cfg.attributes, partner_id=cfg.partner_id)
+    spec = AssertionSpec(
+        issuer=cfg.entity_id, destination=sp.metadata.default_acs().location, audience=sp.metadata.entity_id,
+        in_response_to="_preview-no-request", name_id="_" + secrets.token_hex(16), name_id_format=NAMEID_TRANSIENT,
+        attributes=attributes, now=now, lifetime=dt.timedelta(seconds=cfg.saml.assertion_lifetime_seconds),
+        not_before_skew=dt.timedelta(seconds=cfg.saml.clock_skew_seconds), session_index="_preview",
+        authn_instant=now, sp_name_qualifier=sp.metadata.entity_id)
+    xml = render_response(spec, bridge.keys.ring().active.signer, sign_assertion=False, sign_response=False)
+    assertion = next(parse_untrusted(xml, what="preview").iter(f"{{{NS_SAML}}}Assertion"))
+    from lxml import etree
+
+    return Preview(sp.name, {k: list(v) for k, v in attributes.items()},
+                   redacted_xml(etree.tostring(assertion)))
+
+
+@dataclass
+class RoundTrip:
+    ok: bool
+    steps: list[tuple[str, bool, str]] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+
+def simulator_round_trip(bridge: Bridge, customer: Customer, *, site: str = "cn") -> RoundTrip:
+    """Simulator AuthnRequest → this bridge (real keys, replay store) → Response → simulator's Huawei checks."""
+    from ..simulator import SimulatorConfig, create_simulator_app
+
+    result = RoundTrip(ok=False)
+    sim = SimulatorConfig.generate(SIMULATOR_BASE, site=site,
+                                   idp_metadata={SIMULATOR_X_ACCOUNT_TYPE: lambda: bridge.metadata().xml})
+    app = create_simulator_app(sim)
+    client = app.test_client()
+    sp_xml = client.get("/authui/saml/metadata.xml").get_data()
+    with tempfile.TemporaryDirectory(prefix="idp-bridge-roundtrip-") as tmp:
+        meta_file = Path(tmp) / "simulator-sp.xml"
+        meta_file.write_bytes(sp_xml)
+        sp_cfg = ServiceProviderConfig("debug-simulator", site, str(meta_file), SIMULATOR_X_ACCOUNT_TYPE,
+                                       ("console.huaweicloud.com",))
+        config = dataclasses.replace(bridge.config, service_providers=(sp_cfg,), metadata_dir=Path(tmp))
+        trial = Bridge(config, bridge.store, keys=bridge.keys, sps=ServiceProviderRegistry(config))
+        query = urlencode({"xAccountType": SIMULATOR_X_ACCOUNT_TYPE, "isFirstLogin": "false",
+                           "service": "https://console.huaweicloud.com/"})
+        redirect = client.get("/authui/saml/login?" + query)
+        location = redirect.headers.get("Location", "")
+        ok = redirect.status_code == 302 and location.startswith(config.sso_url + "?")
+        result.steps.append(("simulator sends a signed AuthnRequest", ok, location[:120] if ok else
+                             f"HTTP {redirect.status_code}: {redirect.get_data(as_text=True)[:300]}"))
+        if not ok:
+            return result
+        try:
+            pending = trial.accept_redirect_request(urlsplit(location).query)
+            result.steps.append(("bridge verifies and accepts it", True, f"request {pending.request_id}"))
+            now = dt.datetime.now(dt.UTC)
+            form = trial.issue_response(pending, customer, authn_instant=now, session_index="_debug-test-login")
+            result.steps.append(("bridge issues a signed Response", True, f"to {form.action}"))
+        except BridgeError as exc:
+            result.steps.append(("bridge accepts the request and answers", False, f"[{exc.code}] {exc.operator}"))
+            return result
+        acs = client.post(urlsplit(form.action).path, data={"SAMLResponse": form.saml_response,
+                                                              "RelayState": form.relay_state or ""})
+        state = app.extensions["huawei_simulator"]
+        result.report = state.last_report
+        passed = acs.status_code == 302 and bool(result.report and result.report.get("ok"))
+        failed = [c for c in (result.report or {}).get("checks", []) if not c["ok"]]
+        result.steps.append(("simulator checks the Response by Huawei's rules", passed,
+                             f"{len((result.report or {}).get('checks', []))} checks passed" if passed else
+                             "; ".join(f"{c['name']}: expected {c['expected']}, got {c['actual']}" for c in failed)
+                             or f"HTTP {acs.status_code}"))
+        result.ok = passed
+    return result

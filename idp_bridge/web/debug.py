@@ -1,0 +1,247 @@
+"""The operator debug console at ``/_bridge/`` — off unless ``[debug] enabled = true``.
+
+- its own sign-in: the operator password from ``IDP_BRIDGE_DEBUG_PASSWORD`` (compared in constant time);
+- every POST carries the session's CSRF token;
+- recent SAML exchanges decoded (attributes shown, signatures and certificates redacted), with the
+  reason of every rejection from the audit trail;
+- key ring status, SP list with metadata freshness;
+- attribute-release preview and a "test login" round trip through an in-process Huawei IAM simulator.
+
+While disabled, every ``/_bridge/`` URL answers 404 and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import time
+from html import unescape
+from typing import Any
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from ..audit import audit
+from ..diagnostics.exchanges import (
+    Exchange,
+    ExchangeLog,
+    authn_request_exchange,
+    bind_exchange,
+    response_exchange,
+)
+from ..saml.algorithms import fingerprint
+from ..saml.errors import BridgeError
+from .auth import bridge
+from .security import check_csrf, correlation_id
+from .sessions import rotate_session
+
+bp = Blueprint("debug", __name__, url_prefix="/_bridge")
+_LOG_KEY = "idp_bridge_exchanges"
+_FORM_FIELD = re.compile(r'name="(SAMLResponse|RelayState)" value="([^"]*)"')
+_FORM_ACTION = re.compile(r'<form[^>]*action="([^"]*)"')
+
+
+def _render(template: str, **context: Any) -> str:
+    return render_template(template, entity_id=bridge().config.entity_id, **context)
+
+
+def _enabled() -> bool:
+    return bool(bridge().config.debug.enabled)
+
+
+def exchange_log() -> ExchangeLog:
+    log = current_app.extensions.get(_LOG_KEY)
+    if log is None:
+        log = current_app.extensions[_LOG_KEY] = ExchangeLog(bridge().config.debug.max_exchanges)
+    assert isinstance(log, ExchangeLog)
+    return log
+
+
+# --------------------------------------------------------------------------- recording (only when enabled)
+
+
+@bp.after_app_request
+def _record(resp: Response) -> Response:
+    path = request.path
+    if path not in ("/saml/sso", "/saml/continue", "/huawei/bind") or not _enabled():
+        return resp
+    try:
+        now = dt.datetime.now(dt.UTC)
+        cid = correlation_id()
+        log = exchange_log()
+        if path == "/saml/sso" and request.query_string:
+            log.add(authn_request_exchange(request.query_string.decode("latin-1"), path=path, status=resp.status_code,
+                                           correlation_id=cid, now=now))
+        if path == "/huawei/bind":
+            log.add(bind_exchange(request.form.get("bindRequest", ""), request.form.get("SigAlg", ""), path=path,
+                                  status=resp.status_code, correlation_id=cid, now=now))
+        if resp.status_code == 200 and resp.mimetype == "text/html" and not resp.is_streamed:
+            body = resp.get_data(as_text=True)
+            fields = dict(_FORM_FIELD.findall(body))
+            if "SAMLResponse" in fields:
+                action = _FORM_ACTION.search(body)
+                log.add(response_exchange(unescape(fields["SAMLResponse"]),
+                                          action=unescape(action.group(1)) if action else "", path=path,
+                                          status=resp.status_code, correlation_id=cid, now=now))
+    except Exception:  # noqa: BLE001 - the console must never break a login
+        current_app.logger.exception("debug console: could not record an exchange")
+    return resp
+
+
+# --------------------------------------------------------------------------- access
+
+
+@bp.before_request
+def _guard() -> Response | None:
+    if not _enabled():
+        abort(404)
+    if request.endpoint == "debug.login":
+        return None
+    if not session.get("debug_operator"):
+        return redirect(url_for("debug.login"))
+    return None
+
+
+def _password_ok(sent: str) -> bool:
+    expected = bridge().config.debug.password or ""
+    if not expected:
+        return False
+    # Equal-length digests so the comparison time says nothing about the password.
+    return hmac.compare_digest(hashlib.sha256(sent.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        check_csrf()
+        if _password_ok(request.form.get("password", "")[:1024]):
+            keep = {k: session[k] for k in ("customer", "user_id", "authn_instant", "session_index", "login_method")
+                    if k in session}
+            session.clear()
+            rotate_session(session)
+            session.update(keep)
+            session["debug_operator"] = True
+            audit(bridge().store, "debug_login", "ok", correlation_id=correlation_id())
+            return redirect(url_for("debug.index"))
+        time.sleep(0.5)  # slow down guessing
+        audit(bridge().store, "debug_login", "refused", reason_code="debug_password", correlation_id=correlation_id())
+        error = "Wrong operator password."
+        return _render("debug_login.html", error=error), 401
+    return _render("debug_login.html", error=error)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    check_csrf()
+    session.pop("debug_operator", None)
+    return redirect(url_for("debug.login"))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def _key_rows() -> tuple[list[dict[str, str]], str | None]:
+    b = bridge()
+    try:
+        ring = b.keys.ring()
+    except BridgeError as exc:
+        return [], exc.operator
+    now = dt.datetime.now(dt.UTC)
+    rows = [{"key_id": e.key_id, "state": e.state, "algorithm": e.algorithm,
+             "not_after": e.not_after.strftime("%Y-%m-%d %H:%M UTC"),
+             "days_left": str((e.not_after - now).days), "fingerprint": e.fingerprint} for e in ring.entries]
+    return rows, getattr(b.keys, "last_error", None)
+
+
+def _sp_rows() -> list[dict[str, str]]:
+    b = bridge()
+    rows = []
+    now = dt.datetime.now(dt.UTC)
+    for sp_cfg in b.config.service_providers:
+        row = {"name": sp_cfg.name, "site": sp_cfg.site, "source": sp_cfg.metadata,
+               "x_account_type": sp_cfg.x_account_type}
+        try:
+            sp = b.sps.get(sp_cfg.name)
+        except BridgeError as exc:
+            row.update({"status": "error", "detail": exc.operator})
+            rows.append(row)
+            continue
+        certs = sp.metadata.signing_certificates
+        valid_until = sp.metadata.valid_until
+        row.update({
+            "status": "ok", "entity_id": sp.metadata.entity_id, "age": _age(time.monotonic() - sp.loaded_at),
+            "valid_until": valid_until.strftime("%Y-%m-%d") if valid_until else "—",
+            "expired": "yes" if valid_until and valid_until < now else "no",
+            "certificates": ", ".join(f"{fingerprint(c)[:23]}… until {c.not_valid_after_utc:%Y-%m-%d}"
+                                      for c in certs) or "none",
+            "acs": ", ".join(sp.metadata.acs_locations),
+        })
+        rows.append(row)
+    return rows
+
+
+def _rejections() -> list[Any]:
+    try:
+        return [e for e in bridge().store.recent_events(100) if e.outcome != "ok"]
+    except Exception:  # noqa: BLE001 - the page still shows the rest
+        return []
+
+
+@bp.get("/")
+def index() -> str:
+    events = _rejections()
+    reasons = {e.correlation_id: e for e in events if e.correlation_id}
+    exchanges: list[Exchange] = exchange_log().recent()
+    keys, key_error = _key_rows()
+    b = bridge()
+    return _render("debug_index.html", exchanges=exchanges, reasons=reasons, rejections=events[:30],
+                           keys=keys, key_error=key_error, sps=_sp_rows(),
+                           sp_names=[s.name for s in b.config.service_providers])
+
+
+@bp.route("/preview", methods=["GET", "POST"])
+def preview() -> Any:
+    from ..diagnostics.roundtrip import customer_for, preview_assertion
+
+    b = bridge()
+    result = error = None
+    user_id = request.values.get("user_id", "")[:128]
+    sp_name = request.values.get("sp", "")
+    if request.method == "POST":
+        check_csrf()
+        try:
+            result = preview_assertion(b, customer_for(b, user_id), sp_name or b.sps.default().name)
+        except BridgeError as exc:
+            error = exc.operator
+    return _render("debug_preview.html", result=result, error=error, user_id=user_id, sp=sp_name,
+                           sp_names=[s.name for s in b.config.service_providers])
+
+
+@bp.post("/test-login")
+def test_login() -> Any:
+    from ..diagnostics.roundtrip import customer_for, simulator_round_trip
+
+    check_csrf()
+    b = bridge()
+    user_id = request.form.get("user_id", "")[:128]
+    error = None
+    result = None
+    try:
+        result = simulator_round_trip(b, customer_for(b, user_id), site=request.form.get("site", "cn"))
+    except BridgeError as exc:
+        error = exc.operator
+    audit(b.store, "debug_test_login", "ok" if result and result.ok else "refused", correlation_id=correlation_id(),
+          customer=user_id or None)
+    return _render("debug_test_login.html", result=result, error=error, user_id=user_id)
