@@ -97,7 +97,7 @@ def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_por
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url,
                                platform_port=platform_port)
-    generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=30)
+    generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=365)
     store = Store.from_url(config.database_url)
     store.upgrade()
     for user in DEMO_USERS:
