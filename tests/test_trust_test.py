@@ -27,7 +27,7 @@ def test_passes_against_idp_bridge_demo_process(tmp_path: Path) -> None:
     port, sim_port = free_port(), free_port()
     demo_dir = tmp_path / "demo"
     with ServerProcess(idp_bridge_cmd("demo", "--dir", str(demo_dir), "--port", str(port),
-                                      "--simulator-port", str(sim_port))) as demo:
+                                      "--simulator-port", str(sim_port), "--platform-port", str(free_port()))) as demo:
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz", proc=demo.proc)
         wait_http(f"http://127.0.0.1:{sim_port}/authui/saml/metadata.xml", proc=demo.proc)
@@ -61,7 +61,8 @@ def _rotate_simulator_key(setup: DemoSetup) -> SimulatorConfig:
 
 
 def test_fails_with_the_reason_when_the_bridge_holds_stale_sp_metadata(tmp_path: Path) -> None:
-    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port()))
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
+                                     platform_port=free_port()))
     store = Store.from_url(setup.config.database_url)
     user = DEMO_USERS[0]
     try:
@@ -92,7 +93,8 @@ def test_fails_with_the_reason_when_the_bridge_holds_stale_sp_metadata(tmp_path:
 
 
 def test_without_a_local_config_the_refusal_points_to_the_correlation_id(tmp_path: Path) -> None:
-    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port()))
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
+                                     platform_port=free_port()))
     user = DEMO_USERS[0]
     try:
         assert run_against(setup.bridge_url, user=user.user_id, password=user.password).ok
@@ -105,7 +107,8 @@ def test_without_a_local_config_the_refusal_points_to_the_correlation_id(tmp_pat
 
 
 def test_wrong_password_fails_at_sign_in(tmp_path: Path) -> None:
-    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port()))
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
+                                     platform_port=free_port()))
     try:
         report = run_against(setup.bridge_url, user="alice", password="wrong")
     finally:

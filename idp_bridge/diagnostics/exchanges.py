@@ -117,3 +117,11 @@ def bind_exchange(bind_request: str, sig_alg: str, *, path: str, status: int, co
         return Exchange(now, "bindRequest", path, status, correlation_id, summary, {}, decoded)
     except (binascii.Error, ValueError) as exc:
         return Exchange(now, "bindRequest", path, status, correlation_id, error=f"bindRequest unreadable: {exc}")
+
+
+def return_exchange(params: list[tuple[str, str]], location: str, *, path: str, status: int, correlation_id: str,
+                    now: dt.datetime) -> Exchange:
+    """Huawei's return after checkout/top-up: the untrusted query as received and where the bridge sent it."""
+    summary = {name[:64]: value[:256] for name, value in params[:20]}
+    summary["→ sent to"] = location[:512] or "(no redirect)"
+    return Exchange(now, "return", path, status, correlation_id, summary)

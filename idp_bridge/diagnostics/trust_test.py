@@ -379,7 +379,8 @@ def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = 
             return int(s.getsockname()[1])
 
     with tempfile.TemporaryDirectory(prefix="idp-bridge-trust-") as tmp:
-        setup = start_demo(prepare_demo(workdir or Path(tmp), port=free_port(), simulator_port=free_port()))
+        setup = start_demo(prepare_demo(workdir or Path(tmp), port=free_port(), simulator_port=free_port(),
+                                         platform_port=free_port()))
         store = Store.from_url(setup.config.database_url)
         try:
             user = DEMO_USERS[0]

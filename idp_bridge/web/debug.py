@@ -30,6 +30,7 @@ from ..diagnostics.exchanges import (
     authn_request_exchange,
     bind_exchange,
     response_exchange,
+    return_exchange,
 )
 from ..saml.algorithms import fingerprint
 from ..saml.errors import BridgeError
@@ -65,7 +66,8 @@ def exchange_log() -> ExchangeLog:
 @bp.after_app_request
 def _record(resp: Response) -> Response:
     path = request.path
-    if path not in ("/saml/sso", "/saml/continue", "/huawei/bind") or not _enabled():
+    if path not in ("/saml/sso", "/saml/continue", "/huawei/bind", "/huawei/return", "/huawei/recharge") \
+            or not _enabled():
         return resp
     try:
         now = dt.datetime.now(dt.UTC)
@@ -77,6 +79,9 @@ def _record(resp: Response) -> Response:
         if path == "/huawei/bind":
             log.add(bind_exchange(request.form.get("bindRequest", ""), request.form.get("SigAlg", ""), path=path,
                                   status=resp.status_code, correlation_id=cid, now=now))
+        if path in ("/huawei/return", "/huawei/recharge"):
+            log.add(return_exchange(list(request.args.items(multi=True)), resp.headers.get("Location", ""), path=path,
+                                    status=resp.status_code, correlation_id=cid, now=now))
         if resp.status_code == 200 and resp.mimetype == "text/html" and not resp.is_streamed:
             body = resp.get_data(as_text=True)
             fields = dict(_FORM_FIELD.findall(body))
