@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,16 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
+from werkzeug.serving import make_server
 
 from idp_bridge.bridge import Bridge
 from idp_bridge.cli import main
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
-from idp_bridge.diagnostics.check import check_deployment
+from idp_bridge.diagnostics.check import check_deployment, default_fetch
 from idp_bridge.diagnostics.http import HttpResult
 from idp_bridge.keys import self_signed_certificate, write_pair
 from idp_bridge.saml.metadata import build_sp_metadata
+from idp_bridge.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 from tests.journey import SP_ENTITY_ID, Env, make_env
@@ -30,14 +34,14 @@ Fetch = Callable[[str, str], HttpResult]
 
 
 def app_fetch(env: Env) -> Fetch:
-    """Our running bridge, reached through Flask's test client (no socket needed); anything else unreachable."""
+    """Our running bridge, reached through Flask's test client (no socket needed); other URLs over the network."""
     app = create_app(env.config.path)
     client = app.test_client()
     base = env.config.base_url
 
     def fetch(method: str, url: str) -> HttpResult:
         if not url.startswith(base):
-            raise OSError(f"unreachable in this test: {url}")
+            return default_fetch(method, url)
         resp = client.open(url[len(base):], method=method)
         from email.message import Message
 
@@ -257,10 +261,6 @@ def test_cli_check_json_and_exit_status(env: Env) -> None:
 
 
 def test_cli_check_passes_on_clean_deployment_with_running_bridge(tmp_path: Path, db_url: str) -> None:
-    import threading
-
-    from werkzeug.serving import make_server
-
     from tests.servers import free_port
 
     port = free_port()
@@ -278,3 +278,36 @@ def test_cli_check_passes_on_clean_deployment_with_running_bridge(tmp_path: Path
         thread.join(5)
     assert result.exit_code == 0, result.output
     assert "✗" not in result.output
+
+
+def test_sp_metadata_by_url_for_all_three_sites_with_clock_offset(env: Env) -> None:
+    """`sp add --metadata URL` against simulators of cn, intl and eu; check reads each URL and its Date header."""
+    running = []
+    try:
+        for site_name in ("cn", "intl", "eu"):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            sim = SimulatorConfig.generate(f"http://127.0.0.1:{port}", site=site_name)
+            server = make_server("127.0.0.1", port, create_simulator_app(sim), threaded=True)
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            running.append((server, thread))
+            result = CliRunner().invoke(main, ["--config", str(env.config.path), "sp", "add", f"sim-{site_name}",
+                                               "--metadata", sim.metadata_url, "--site", site_name,
+                                               "--x-account-type", f"x-{site_name}", "--login-url", sim.login_url])
+            assert result.exit_code == 0, result.output
+        store = Store.from_url(env.config.database_url)
+        Bridge(load_config(env.config.path, environ={}), store).export_metadata()
+        store.dispose()
+        report = run(env, app_fetch(env))
+    finally:
+        for server, thread in running:
+            server.shutdown()
+            thread.join(5)
+    assert report.ok, report.render()
+    for site_name in ("cn", "intl", "eu"):
+        group = f"SP sim-{site_name} ({site_name})"
+        assert report.item(group, "clock offset").status == "pass"
+        assert report.item(group, "metadata loaded").status == "pass"
+        assert report.item(group, "ACS is https").status == "pass"  # loopback http allowed while developing
