@@ -39,17 +39,20 @@ HARD_CAP_SECONDS = 90  # the whole test, whatever happens
 LEAD, GRACE, RELOAD = 3, 3, 0.5
 
 
-class TestSp:
+class RefreshingSp:
     """Holds the metadata it last fetched; refreshes it at random moments."""
 
     def __init__(self, base: str, interval: tuple[float, float]) -> None:
         self.base, self.interval = base, interval
         self.held = parse_idp_metadata(requests.get(base + "/saml/metadata?sp=huawei-cn", timeout=10).content)
         self.stop = threading.Event()
+        self.paused = threading.Event()
         self.fetches = 0
 
     def run(self) -> None:
         while not self.stop.wait(random.uniform(*self.interval)):
+            if self.paused.is_set():
+                continue
             resp = requests.get(self.base + "/saml/metadata?sp=huawei-cn", timeout=10)
             if resp.status_code == 200:
                 self.held = parse_idp_metadata(resp.content)
@@ -57,7 +60,7 @@ class TestSp:
 
 
 class Load:
-    def __init__(self, env: Env, base: str, sp: TestSp) -> None:
+    def __init__(self, env: Env, base: str, sp: RefreshingSp) -> None:
         self.env, self.base, self.sp = env, base, sp
         self.phase = "before"
         self.ok: Counter[str] = Counter()
@@ -154,7 +157,7 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
         drain = threading.Thread(target=lambda: server_log.extend(iter(server.proc.stdout.readline, b"")),  # type: ignore[union-attr]
                                  daemon=True)  # a full pipe would block the workers' log writes
         drain.start()
-        sp = TestSp(base, (0.2, 1.2))
+        sp = RefreshingSp(base, (0.2, 1.2))
         load = Load(env, base, sp)
         threads = [threading.Thread(target=sp.run, daemon=True)]
         threads += [threading.Thread(target=load.run, args=(i,), daemon=True) for i in range(THREADS)]
@@ -181,11 +184,12 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
             positive_seconds = time.monotonic() - started
 
             # -- negative control: switch before the SP has the new metadata --------------------
-            sp.interval = (3.0, 4.0)  # the SP refreshes rarely; the switch lands inside its stale window
+            sp.paused.set()  # the SP keeps the metadata it holds now, without the next key
             third = new_key(env)
             load.phase = "forced"
             keys_cmd(env, "activate", third, "--force", "--reason", "negative control")
             assert wait_for(lambda: load.failed["forced"] > 0, min(15, HARD_CAP_SECONDS - (time.monotonic() - started)))
+            sp.paused.clear()
         finally:
             load.stop.set()
             sp.stop.set()
