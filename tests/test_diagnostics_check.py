@@ -189,6 +189,8 @@ def break_config_invalid(env: Env) -> dict[str, str] | None:
 CASES: list[tuple[str, Callable[..., dict[str, str] | None], str, str, str]] = [
     # (case, breaker, group, item, words the fix must contain)
     ("wrong entity ID", break_entity_id, "our metadata", "entity ID in exported file", "metadata export"),
+    ("bridge still serving the old entity ID", break_entity_id, "our metadata", "served metadata is current",
+     "restart the stale node"),
     ("expired certificate", break_expired_certificate, "keys", "{kid} expiry", "idp-bridge keys new"),
     ("world-readable key", break_world_readable_key, "keys", "{kid} permissions", "chmod 600"),
     ("http base URL", break_http_base_url, "config", "base URL is https", "https://"),

@@ -278,6 +278,12 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, sta
                        "the running bridge uses another config (entity ID or base URL differ): restart it with "
                        "this config, or check IDP_BRIDGE_BASE_URL on the server", expected=config.entity_id,
                        actual=served_entity)
+            same = served.body == xml
+            report.add(g, "served metadata is current", same,
+                       "byte-identical to the metadata built from this host's keys and config" if same
+                       else "differs from the metadata built here (other keys or settings on the server)",
+                       "make every bridge node use the same key folder, database and config, then restart the "
+                       "stale node; re-export and upload if the keys changed")
     try:
         sso = fetch("OPTIONS", config.sso_url)
         if sso.status in (405, 501):
