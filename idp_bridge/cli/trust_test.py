@@ -21,7 +21,7 @@ from . import main
 @click.pass_context
 def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, user: str, password: str,
                as_json: bool) -> None:
-    """Login link → signed AuthnRequest → sign-in → Response → ACS → binding → console → return. Exit 1 on failure.
+    """Sign-in → login link → signed AuthnRequest → Response → ACS → binding → console → return. Exit 1 on failure.
 
     With --url, the bridge's --config (when readable here) explains refusals from its audit trail.
     """

@@ -1,7 +1,8 @@
 """``idp-bridge trust-test``: the whole Huawei journey, headless, step by step, against real HTTP endpoints.
 
-login link → signed AuthnRequest → sign-in → Response → ACS verification → first-login binding →
-console → return after checkout.
+our metadata → sign-in (the bridge's local form) → login link → signed AuthnRequest → Response →
+ACS verification → first-login binding → console → return after checkout. (The customer signs in
+first, as on the partner platform's start page, then clicks the console link.)
 
 The client is a plain cookie-keeping HTTP client that looks at every hop (no redirect is followed
 blindly). It plays the customer's browser; the SP side is the built-in Huawei IAM simulator (started
