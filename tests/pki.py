@@ -14,6 +14,8 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class TestKey:
+    __test__ = False  # not a test class, despite the name
+
     private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
 

@@ -76,7 +76,7 @@ def test_off_unless_enabled(env: Env) -> None:
     assert client.get("/_bridge/").status_code == 404
     assert client.get("/_bridge/login").status_code == 404
     sso(client, env, "_dbg-off")
-    assert "idp_bridge_exchanges" not in app.extensions  # nothing recorded while off
+    assert app.extensions["idp_bridge"].store.recent_exchanges(limit=10) == []  # nothing recorded while off
 
 
 def test_enabled_without_a_password_refuses_to_start(env: Env) -> None:
@@ -160,3 +160,23 @@ def test_test_login_runs_the_simulator_round_trip(app: Flask) -> None:
     assert 'id="verdict">passed' in text, text
     assert "assertion_signature" in text and "audience" in text
     assert "<th>xUserId</th><td>cust-1001</td>" in text
+
+
+def test_console_shows_exchanges_from_every_worker(app: Flask, env: Env) -> None:
+    """Two app instances (two workers) share the database: one records, the other's console shows it."""
+    other_worker = create_app(env.config.path)
+    sso(other_worker.test_client(), env, "_dbg-other-worker")
+    client = app.test_client()
+    operator_login(client)
+    page = client.get("/_bridge/").get_data(as_text=True)
+    assert "_dbg-other-worker" in page
+
+
+def test_exchange_ring_is_bounded(env: Env) -> None:
+    _enable(env, enabled=True, password=OPERATOR_PASSWORD, max_exchanges=3)
+    app = create_app(env.config.path)
+    for i in range(3):
+        sso(app.test_client(), env, f"_dbg-ring-{i}")
+    kept = app.extensions["idp_bridge"].store.recent_exchanges(limit=100)
+    assert len(kept) == 3
+    assert kept[0]["summary"]["InResponseTo"] == "_dbg-ring-2"

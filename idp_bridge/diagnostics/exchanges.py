@@ -1,4 +1,5 @@
-"""Recent SAML exchanges, decoded for the debug console: a bounded in-memory ring per process.
+"""Recent SAML exchanges, decoded for the debug console: a bounded ring in the database, so the
+console shows what every worker and node saw.
 
 Only filled while the debug console is enabled. Secrets never enter it: signature values and
 certificates are cut to a marker, the hand-off token and passwords are never read, and a
@@ -12,8 +13,6 @@ import base64
 import binascii
 import datetime as dt
 import json
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -21,6 +20,7 @@ from lxml import etree
 from ..saml.bindings import decode_post, decode_redirect
 from ..saml.errors import BridgeError
 from ..saml.xml import NS_DS, NS_SAML, parse_untrusted
+from ..store import Store
 
 REDACTED = "[redacted]"
 
@@ -43,17 +43,20 @@ class Exchange:
 
 
 class ExchangeLog:
-    def __init__(self, size: int = 100) -> None:
-        self._items: deque[Exchange] = deque(maxlen=size)
-        self._lock = threading.Lock()
+    """The newest ``size`` exchanges, kept in the store (shared by every worker)."""
+
+    def __init__(self, store: Store, size: int = 100) -> None:
+        self._store = store
+        self._size = size
 
     def add(self, exchange: Exchange) -> None:
-        with self._lock:
-            self._items.append(exchange)
+        self._store.record_exchange(at=exchange.at, kind=exchange.kind, path=exchange.path, status=exchange.status,
+                                    correlation_id=exchange.correlation_id, summary=dict(exchange.summary),
+                                    attributes=dict(exchange.attributes), decoded=exchange.decoded,
+                                    error=exchange.error, keep=self._size)
 
     def recent(self) -> list[Exchange]:
-        with self._lock:
-            return list(reversed(self._items))
+        return [Exchange(**row) for row in self._store.recent_exchanges(limit=self._size)]
 
 
 def redacted_xml(xml: bytes) -> str:

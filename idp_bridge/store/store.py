@@ -8,7 +8,18 @@ from typing import Any
 from argon2 import PasswordHasher
 from sqlalchemy import URL, Engine
 
-from idp_bridge.store import audit, bindings, keyring, migrate, outbox, purge, replay, sessions, users
+from idp_bridge.store import (
+    audit,
+    bindings,
+    exchanges,
+    keyring,
+    migrate,
+    outbox,
+    purge,
+    replay,
+    sessions,
+    users,
+)
 from idp_bridge.store.audit import AuditEvent
 from idp_bridge.store.bindings import Binding
 from idp_bridge.store.db import Database
@@ -173,6 +184,17 @@ class Store:
 
     def fetches_with_key(self, key_id: str, *, since: datetime | None = None) -> list[keyring.MetadataFetch]:
         return keyring.fetches_with_key(self._db, key_id, since=since)
+
+    # --- debug console -------------------------------------------------------------------------
+    def record_exchange(self, *, at: datetime, kind: str, path: str, status: int, correlation_id: str,
+                        summary: dict[str, Any], attributes: dict[str, Any], decoded: str, error: str,
+                        keep: int) -> None:
+        exchanges.record_exchange(self._db, at=at, kind=kind, path=path, status=status,
+                                  correlation_id=correlation_id, summary=summary, attributes=attributes,
+                                  decoded=decoded, error=error, keep=keep)
+
+    def recent_exchanges(self, *, limit: int) -> list[dict[str, Any]]:
+        return exchanges.recent_exchanges(self._db, limit=limit)
 
     # --- housekeeping -------------------------------------------------------------------------
     def purge_expired(

@@ -165,4 +165,23 @@ class KeyPublicationRow(Base):
     note: Mapped[str | None] = mapped_column(String(512))
 
 
+
+
+class DebugExchangeRow(Base):
+    """A recent SAML exchange, decoded and redacted, for the debug console (kept to a bounded number)."""
+
+    __tablename__ = "debug_exchanges"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(256))
+    status: Mapped[int] = mapped_column(Integer)
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    summary: Mapped[dict[str, Any]]
+    attributes: Mapped[dict[str, Any]]
+    decoded: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+
+
 metadata = Base.metadata

@@ -55,7 +55,7 @@ def _enabled() -> bool:
 def exchange_log() -> ExchangeLog:
     log = current_app.extensions.get(_LOG_KEY)
     if log is None:
-        log = current_app.extensions[_LOG_KEY] = ExchangeLog(bridge().config.debug.max_exchanges)
+        log = current_app.extensions[_LOG_KEY] = ExchangeLog(bridge().store, bridge().config.debug.max_exchanges)
     assert isinstance(log, ExchangeLog)
     return log
 
