@@ -69,7 +69,7 @@ def make_env(root: Path, db_url: str, *, base_url: str = BASE_URL, sign_response
     write_raw_config(root / "idp-bridge.toml", raw)
     config = load_config(root / "idp-bridge.toml", environ={})
     if not any(config.key_dir.glob("*.key")):
-        generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=30)
+        generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=365)
     return Env(root, config, huawei_key)
 
 

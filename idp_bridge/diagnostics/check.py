@@ -37,7 +37,6 @@ Fetch = Callable[[str, str], HttpResult]  # (method, url) -> result; raises OSEr
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: A signing key whose certificate ends within this window fails the check: rotate now.
-KEY_EXPIRY_WARNING = dt.timedelta(days=14)
 MAX_CLOCK_OFFSET_SECONDS = 60
 _SECRET_RE = re.compile(r"PRIVATE KEY|passw(or)?d|passphrase|secret_key", re.IGNORECASE)
 
@@ -159,12 +158,13 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
             continue
         _check_key_size(report, kid, cert)
         not_after = cert.not_valid_after_utc
-        ok = not_after - now > KEY_EXPIRY_WARNING
+        warning = dt.timedelta(days=config.keys.expiry_warning_days)
+        ok = not_after - now > warning
         detail = f"certificate {fingerprint(cert)} valid until {_fmt(not_after)}"
         fix = ("rotate: `idp-bridge keys new`, export the metadata, upload it in Partner Center, then activate "
                "the new key" + (" — this certificate has EXPIRED; Huawei refuses Responses signed under it"
-                                if not_after <= now else f" — fewer than {KEY_EXPIRY_WARNING.days} days left"))
-        report.add(g, f"{kid} expiry", ok, detail, fix, expected=f"valid beyond {_fmt(now + KEY_EXPIRY_WARNING)}",
+                                if not_after <= now else f" — fewer than {warning.days} days left"))
+        report.add(g, f"{kid} expiry", ok, detail, fix, expected=f"valid beyond {_fmt(now + warning)}",
                    actual=_fmt(not_after))
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             report.skip(g, f"{kid} key matches certificate", "not loaded: file permissions refused")
