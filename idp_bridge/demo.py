@@ -23,7 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from .bridge import Bridge
 from .config import Config, load_config, write_raw_config
 from .demo_platform import DemoPlatform, create_platform_app
-from .keys import generate_key
+from .keys import generate_key, scan_key_dir
 from .simulator import SimulatorConfig, create_simulator_app
 from .store import Store
 from .web import create_app
@@ -85,6 +85,8 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
                      "bind_landing_url": platform_url + "/huawei/bound", "return_url": platform_url + "/orders",
                      "recharge_url": platform_url + "/wallet", "return_params": ["orderId"],
                      "webhook_url": platform_url + "/hooks", "webhook_secret": secrets.token_urlsafe(48)},
+        # the operator console, on with a throwaway password (printed at start)
+        "debug": {"enabled": True, "password": secrets.token_urlsafe(18)},
     }
     path = workdir / "idp-bridge.toml"
     write_raw_config(path, raw)
@@ -97,7 +99,8 @@ def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_por
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url,
                                platform_port=platform_port)
-    generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=365)
+    if not scan_key_dir(config.key_dir):  # a reused --dir keeps its key ring
+        generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=365)
     store = Store.from_url(config.database_url)
     store.upgrade()
     for user in DEMO_USERS:
@@ -152,6 +155,7 @@ idp-bridge demo is running (Ctrl-C to stop).
 {users}
 
   Bridge:                 {setup.bridge_url}/
+  Operator console:       {setup.bridge_url}/_bridge/  (password: {setup.config.debug.password})
 
   Bridge metadata:        {setup.config.metadata_url}
   Huawei IAM simulator:   {setup.simulator_url}/  (SP metadata {setup.simulator_url}/authui/saml/metadata.xml)
