@@ -72,12 +72,15 @@ def test_round_trip_is_valid_for_python3_saml_and_xmlsec1(app: Flask, env: Env) 
     client = app.test_client()
     metadata = client.get("/saml/metadata")
     assert metadata.status_code == 200 and metadata.headers["ETag"]
+    app.extensions["idp_bridge"].export_metadata()  # what `idp-bridge metadata export` writes
+    exported = env.config.metadata_file.read_bytes()
+    assert exported == metadata.data  # the peers below trust exactly the exported file
     xml = env.authn_request(request_id="_req-roundtrip-1")
     form = run_sso(client, env, env.redirect_query(xml, relay_state="a&b<c>"))
     assert form["action"] == SP_ACS
     assert form["RelayState"] == "a&b<c>"  # echoed unchanged (HTML-escaped in the page, parsed back here)
 
-    ok, error, attrs = python3_saml_validate(form["SAMLResponse"], idp_metadata_xml=metadata.data,
+    ok, error, attrs = python3_saml_validate(form["SAMLResponse"], idp_metadata_xml=exported,
                                              request_id="_req-roundtrip-1")
     assert ok, error
     assert attrs["xUserId"] == ["cust-1001"]
@@ -86,7 +89,7 @@ def test_round_trip_is_valid_for_python3_saml_and_xmlsec1(app: Flask, env: Env) 
     assert attrs["email"] == ["c1001@partner.example"]
     assert attrs["mobile"] == ["0086-13800000000"]
 
-    (cert,) = metadata_certificate_b64(metadata.data)
+    (cert,) = metadata_certificate_b64(exported)
     verified = xmlsec1_verify(base64.b64decode(form["SAMLResponse"]), cert)
     assert verified.returncode == 0, verified.stderr
 
