@@ -128,6 +128,16 @@ class ServiceProviderRegistry:
         raise RequestError(f"Issuer {entity_id!r} is not a configured service provider "
                            f"(known entity IDs: {', '.join(known) or 'none'})", code="unknown_issuer")
 
+    def requested(self, name: str | None) -> LoadedServiceProvider:
+        """The SP a request names (``?sp=``), else the default one. An unknown name is the client's error (400)."""
+        if not name:
+            return self.default()
+        known = [sp.name for sp in self._config.service_providers]
+        if name not in known:
+            raise RequestError(f"sp {name[:64]!r} named in the request is not a configured service provider "
+                               f"(known: {', '.join(known) or 'none'})", code="sp_unknown")
+        return self.get(name)
+
     def default(self) -> LoadedServiceProvider:
         if not self._config.service_providers:
             raise RequestError("no service provider is configured; run `idp-bridge sp add`",

@@ -53,7 +53,7 @@ class Env:
 
 
 def make_env(root: Path, db_url: str, *, base_url: str = BASE_URL, sign_response: bool = False,
-             huawei_key: TestKey | None = None) -> Env:
+             huawei_key: TestKey | None = None, key_days: int = 365) -> Env:
     huawei_key = huawei_key or cached_key("huawei-sp")
     root.mkdir(parents=True, exist_ok=True)
     sp_meta = root / "huawei-sp-metadata.xml"
@@ -69,7 +69,7 @@ def make_env(root: Path, db_url: str, *, base_url: str = BASE_URL, sign_response
     write_raw_config(root / "idp-bridge.toml", raw)
     config = load_config(root / "idp-bridge.toml", environ={})
     if not any(config.key_dir.glob("*.key")):
-        generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=365)
+        generate_key(config.key_dir, common_name=config.entity_id, algorithm="rsa-2048", days=key_days)
     return Env(root, config, huawei_key)
 
 

@@ -24,7 +24,7 @@ def env(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Env:
     for var in ("IDP_BRIDGE_CONFIG", "IDP_BRIDGE_DATABASE_URL", "IDP_BRIDGE_KEY_PASSPHRASE",
                 "IDP_BRIDGE_KEY_PASSPHRASE_FILE"):
         monkeypatch.delenv(var, raising=False)
-    e = make_env(tmp_path / "bridge", db_url)
+    e = make_env(tmp_path / "bridge", db_url, key_days=30)  # a 30-day key: the expiry-warning tests rely on it
     set_keys(e, publish_lead_seconds=0, retiring_grace_seconds=0)
     return e
 

@@ -20,7 +20,7 @@ from tests.pki import TestKey, make_key
 
 @pytest.fixture
 def env(tmp_path: Path, db_url: str) -> Env:
-    return make_env(tmp_path / "bridge", db_url)
+    return make_env(tmp_path / "bridge", db_url, key_days=30)  # a 30-day key: the expiry-warning tests rely on it
 
 
 def provider(env: Env, store: Store) -> KeyRingProvider:

@@ -104,6 +104,7 @@ def test_used_on_one_refused_on_the_other(two_nodes: tuple[Env, str, str]) -> No
     token = mint(env)
     assert go(b, token) == 302
     assert go(a, token) == 400 and go(b, token) == 400
+    assert refusal_reasons(env) == {"request_replayed": 2, "handoff_replayed": 2}
 
 
 def test_racing_both_nodes_wins_exactly_once(two_nodes: tuple[Env, str, str]) -> None:
@@ -112,3 +113,17 @@ def test_racing_both_nodes_wins_exactly_once(two_nodes: tuple[Env, str, str]) ->
         query = env.redirect_query(env.authn_request(request_id=f"_race-{i}-{uuid.uuid4().hex}"))
         assert race(sso, a, b, query) == [302, 400], f"AuthnRequest round {i}"
         assert race(go, a, b, mint(env)) == [302, 400], f"hand-off round {i}"
+    # every loser was refused as a replay, not for some other reason
+    assert refusal_reasons(env) == {"request_replayed": ROUNDS, "handoff_replayed": ROUNDS}
+
+
+def refusal_reasons(env: Env) -> dict[str, int]:
+    store = Store.from_url(env.config.database_url)
+    try:
+        reasons: dict[str, int] = {}
+        for event in store.recent_events(limit=10_000):
+            if event.event == "rejection":
+                reasons[event.reason_code or "?"] = reasons.get(event.reason_code or "?", 0) + 1
+        return reasons
+    finally:
+        store.dispose()

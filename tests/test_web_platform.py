@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -69,14 +74,28 @@ def test_go_with_token_signs_in_and_jumps(app: Flask, env: Env) -> None:
     assert status == 302
 
 
+def public_key_pem() -> bytes:
+    return rsa_platform_key().private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _hs256_with(secret: bytes, claims: dict[str, object]) -> str:
+    """Built by hand: PyJWT itself refuses to HMAC with a PEM key, an attacker's tool does not."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    return signing_input + "." + b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
+
+
 def _no_session(client: FlaskClient) -> bool:
     return 'id="sign-in"' in client.get("/").get_data(as_text=True)
 
 
 @pytest.mark.parametrize("case,code", [
     ("expired", "handoff_expired"), ("not_yet_valid", "handoff_not_yet_valid"), ("audience", "handoff_audience"),
-    ("wrong_key", "handoff_signature"), ("alg_none", "handoff_alg_refused"), ("hs_rs_confusion", "handoff_alg_refused"),
-    ("reused", "handoff_replayed"),
+    ("wrong_key", "handoff_signature"), ("alg_none", "handoff_alg_refused"), ("es_for_rs", "handoff_alg_refused"),
+    ("hs_rs_confusion", "handoff_signature"), ("reused", "handoff_replayed"),
 ])
 def test_go_refuses_bad_tokens_with_reason_and_no_session(app: Flask, env: Env, case: str, code: str) -> None:
     now = dt.datetime.now(dt.UTC)
@@ -88,7 +107,11 @@ def test_go_refuses_bad_tokens_with_reason_and_no_session(app: Flask, env: Env, 
         "alg_none": lambda: jwt.encode({"sub": "cust-1001", "aud": env.config.entity_id, "iat": int(now.timestamp()),
                                         "exp": int(now.timestamp()) + 60, "jti": "n1"}, None, algorithm="none"),
         # an ES256 token offered to a bridge whose public key is pinned to RS256
-        "hs_rs_confusion": lambda: mint(env, key=make_key("es", curve=True).private_key, alg="ES256"),
+        "es_for_rs": lambda: mint(env, key=make_key("es", curve=True).private_key, alg="ES256"),
+        # the classic confusion: HS256 keyed with the platform's PUBLIC key (which an attacker can read)
+        "hs_rs_confusion": lambda: _hs256_with(public_key_pem(), {
+            "sub": "cust-1001", "aud": env.config.entity_id, "iat": int(now.timestamp()),
+            "exp": int(now.timestamp()) + 60, "jti": "confused-1"}),
     }
     client = app.test_client()
     if case == "reused":

@@ -269,6 +269,16 @@ def test_go_refuses_service_off_the_allowlist(app: Flask, service: str, caplog: 
     assert any("service_not_allowed" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("sp", ["nosuch", "%ff", "huawei-cn\x00"])
+def test_go_refuses_unknown_sp_with_400(app: Flask, sp: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = app.test_client()
+    login(client)
+    with caplog.at_level(logging.INFO, logger="idp_bridge"):
+        resp = client.get("/go", query_string={"sp": sp})
+    assert resp.status_code == 400 and "Location" not in resp.headers
+    assert any("sp_unknown" in r.getMessage() and "huawei-cn" in r.getMessage() for r in caplog.records)
+
+
 def test_go_sends_visitor_to_sign_in_then_continues(app: Flask) -> None:
     client = app.test_client()
     resp = client.get("/go", query_string={"service": "https://console.huaweicloud.com/"})

@@ -189,6 +189,18 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"database at revision {store.current_revision()}")
 
 
+@db.command("purge")
+@click.pass_context
+def db_purge(ctx: click.Context) -> None:
+    """Delete expired replay ids and sessions, and delivered webhooks past retention (web workers also do
+    this every 10 minutes)."""
+    from ..housekeeping import purge_once
+    from ..store import Store
+
+    counts = purge_once(Store.from_url(_config(ctx).database_url))
+    click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+
 # -- serve / demo -----------------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)

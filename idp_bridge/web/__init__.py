@@ -14,6 +14,7 @@ from flask import Flask
 from ..audit import configure_logging
 from ..bridge import Bridge
 from ..config import Config, load_config
+from ..housekeeping import PurgeLoop
 from ..store import Store
 from . import account, debug, errors, health, idp, platform, security
 from .sessions import StoreSessionInterface
@@ -45,6 +46,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     for blueprint in (idp.bp, account.bp, health.bp, platform.bp, debug.bp):
         app.register_blueprint(blueprint)
     _start_webhook_loop(app, bridge)
+    app.extensions["idp_bridge_purge"] = PurgeLoop(bridge.store).start()
     return app
 
 

@@ -52,7 +52,7 @@ def logout() -> Response:
 def go() -> Response:
     b = bridge()
     sp_name = request.args.get("sp")
-    sp = b.sps.get(sp_name) if sp_name else b.sps.default()
+    sp = b.sps.requested(sp_name)
     service = request.args.get("service")
     b.console_link(sp, service=service, first_login=False)  # validate before any login step (or jti use)
     token = request.args.get("token")
