@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from cryptography import x509
 
@@ -20,13 +22,15 @@ from .saml.errors import BridgeError
 
 
 def handoff_keys(bridge: Bridge) -> HandoffKeys:
-    cached: HandoffKeys | None = getattr(bridge, "_handoff_keys", None)
-    if cached is None:
-        p = bridge.config.platform
-        cached = HandoffKeys.from_settings(secret=p.handoff_secret, public_key_file=p.handoff_public_key,
-                                           public_key_algorithm=p.handoff_public_key_algorithm)
-        bridge._handoff_keys = cached  # type: ignore[attr-defined]
-    return cached
+    p = bridge.config.platform
+    return _handoff_keys(p.handoff_secret, p.handoff_public_key, p.handoff_public_key_algorithm)
+
+
+@lru_cache(maxsize=8)
+def _handoff_keys(secret: str | None, public_key_file: Path | None, algorithm: str | None) -> HandoffKeys:
+    """Read (and parse the public key file) once per process and setting."""
+    return HandoffKeys.from_settings(secret=secret, public_key_file=public_key_file,
+                                     public_key_algorithm=algorithm)
 
 
 def accept_handoff(bridge: Bridge, token: str, *, now: dt.datetime | None = None) -> HandoffClaims:
