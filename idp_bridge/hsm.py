@@ -1,9 +1,9 @@
 """Signing with a key held in a PKCS#11 token (an HSM, or SoftHSM2 in tests) via ``python-pkcs11``.
 
 The private key never leaves the token: we send the bytes to sign and the token runs the whole
-RSA PKCS#1 v1.5 SHA-256 (``CKM_SHA256_RSA_PKCS``) or ECDSA SHA-256 (``CKM_ECDSA_SHA256``, which
-returns ``r || s`` as XML-DSig wants) operation. The certificate is an ordinary file; on start the
-token's public key must match it, so a wrong key label or certificate fails closed.
+RSA PKCS#1 v1.5 SHA-256 (``CKM_SHA256_RSA_PKCS``) operation, or ECDSA (``CKM_ECDSA`` over the
+SHA-256 digest, which returns ``r || s`` as XML-DSig wants). The certificate is an ordinary file; on start the
+token's public key (RSA modulus; EC curve and point) must match it, so a wrong key label or certificate fails closed.
 
 Config (``[[keys.pkcs11]]``): ``module`` (e.g. /usr/lib/softhsm/libsofthsm2.so), ``token_label``,
 ``key_label``, ``certificate`` (PEM), ``pin_env`` (environment variable holding the user PIN).
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .config import Pkcs11KeyConfig
@@ -74,6 +75,7 @@ class Pkcs11Signer:
             raise KeyError_(f"{where}: cannot open or find the private key: {type(exc).__name__} {exc}",
                             code="hsm_key") from exc
         self._key = key
+        self._prehash = False
         self._lock = threading.Lock()  # one session, used by one thread at a time
         if isinstance(public, rsa.RSAPublicKey):
             if key.key_type != KeyType.RSA:
@@ -83,7 +85,14 @@ class Pkcs11Signer:
             self._mechanism = Mechanism.SHA256_RSA_PKCS
             self.algorithm = algorithms.RSA_SHA256
         elif isinstance(public, ec.EllipticCurvePublicKey):
-            self._mechanism = Mechanism.ECDSA_SHA256
+            if key.key_type != KeyType.EC:
+                raise KeyError_(f"{where} is {key.key_type.name}; the certificate holds an ECDSA key",
+                                code="key_cert_mismatch")
+            self._check_ec_match(where, public, pkcs11, ObjectClass)
+            # CKM_ECDSA over a SHA-256 digest made here: SoftHSM2 (and many HSMs) lack CKM_ECDSA_SHA256, and
+            # hashing needs no secret - the private-key operation still runs only in the token.
+            self._mechanism = Mechanism.ECDSA
+            self._prehash = True
             self.algorithm = algorithms.ECDSA_SHA256
         self.certificate = certificate
         self.key_id = key_id_for(certificate)
@@ -100,7 +109,31 @@ class Pkcs11Signer:
         if modulus != public.public_numbers().n:
             raise KeyError_(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
 
+    def _check_ec_match(self, where: str, public: ec.EllipticCurvePublicKey, pkcs11: Any,
+                        object_class: Any) -> None:
+        """The token's EC public key (by the same label: curve and point) must be the certificate's key."""
+        from pkcs11.util.ec import encode_ec_public_key
+
+        try:
+            token_public = self._session.get_key(object_class=object_class.PUBLIC_KEY, label=self._key.label)
+            token_key = serialization.load_der_public_key(encode_ec_public_key(token_public))
+        except pkcs11.PKCS11Error as exc:
+            raise KeyError_(f"{where}: no public key with the same label to check against the certificate "
+                            f"({type(exc).__name__})", code="hsm_key") from exc
+        except ValueError as exc:  # EC_PARAMS/EC_POINT that do not decode, or an unsupported curve
+            raise KeyError_(f"{where}: the token's EC public key cannot be read: {exc}", code="hsm_key") from exc
+        if not isinstance(token_key, ec.EllipticCurvePublicKey) or token_key.curve.name != public.curve.name:
+            got = token_key.curve.name if isinstance(token_key, ec.EllipticCurvePublicKey) else "not EC"
+            raise KeyError_(f"{where}: the token's key is on curve {got}; the certificate's on {public.curve.name}",
+                            code="key_cert_mismatch")
+        if token_key.public_numbers() != public.public_numbers():
+            raise KeyError_(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
+
     def sign(self, data: bytes) -> bytes:
+        if self._prehash:
+            digest = hashes.Hash(hashes.SHA256())
+            digest.update(data)
+            data = digest.finalize()
         with self._lock:
             return bytes(self._key.sign(data, mechanism=self._mechanism))
 

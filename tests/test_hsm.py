@@ -1,5 +1,6 @@
-"""PKCS#11 signing for real: a SoftHSM2 token in a temporary folder, an RSA key imported into it, a Response
-signed through the token and verified by the xmlsec1 command with only the certificate."""
+"""PKCS#11 signing for real: a SoftHSM2 token in a temporary folder, an RSA key and an ECDSA P-256 key imported
+into it, a Response signed through the token and verified by the xmlsec1 command with only the certificate; the
+token's private keys are sensitive and not extractable, and a certificate that is not the token key's is refused."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from idp_bridge.config import Pkcs11KeyConfig
 from idp_bridge.hsm import Pkcs11Signer, signer_from_config
 from idp_bridge.keys import load_key_ring
+from idp_bridge.saml import algorithms
 from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
@@ -50,6 +56,12 @@ def token(hsm_dir: Path) -> Iterator[TestKey]:
                     "--id", "01", "--pin", PIN], check=True, capture_output=True, timeout=30)
     (tmp_path / "key.pem").unlink()
     (hsm_dir / "hsm.crt").write_bytes(key.cert_pem)
+    ec_key = make_key("hsm-ec-key", curve=True)
+    (tmp_path / "ec.pem").write_bytes(ec_key.key_pem)
+    subprocess.run(["softhsm2-util", "--import", str(tmp_path / "ec.pem"), "--token", "bridge", "--label",
+                    "ec-signing", "--id", "02", "--pin", PIN], check=True, capture_output=True, timeout=30)
+    (tmp_path / "ec.pem").unlink()
+    (hsm_dir / "hsm-ec.crt").write_bytes(ec_key.cert_pem)
     yield key
     if saved is None:
         os.environ.pop("SOFTHSM2_CONF", None)
@@ -103,3 +115,42 @@ def test_refusals(token: TestKey, hsm_dir: Path) -> None:
     with pytest.raises(KeyError_) as exc:
         signer_from_config(mismatched, {"IDP_BRIDGE_PKCS11_PIN": PIN})
     assert exc.value.code == "key_cert_mismatch"
+
+
+def test_private_keys_never_leave_the_token(token: TestKey, hsm_dir: Path) -> None:
+    from pkcs11 import Attribute
+
+    for label, cert in (("signing", "hsm.crt"), ("ec-signing", "hsm-ec.crt")):
+        item = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label=label, certificate=hsm_dir / cert)
+        signer = signer_from_config(item, {"IDP_BRIDGE_PKCS11_PIN": PIN})
+        private = signer._key
+        assert private[Attribute.SENSITIVE] is True, label
+        assert private[Attribute.EXTRACTABLE] is False, label
+
+
+def test_ecdsa_token_key_signs_and_must_match_its_certificate(token: TestKey, hsm_dir: Path) -> None:
+    good = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="ec-signing",
+                           certificate=hsm_dir / "hsm-ec.crt")
+    signer = signer_from_config(good, {"IDP_BRIDGE_PKCS11_PIN": PIN})
+    assert signer.algorithm == algorithms.ECDSA_SHA256
+    raw = signer.sign(b"signed data")  # XML-DSig form: r || s, 32 bytes each for P-256
+    assert len(raw) == 64
+    public = signer.certificate.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    public.verify(der, b"signed data", ec.ECDSA(hashes.SHA256()))
+    with pytest.raises(InvalidSignature):
+        public.verify(der, b"other data", ec.ECDSA(hashes.SHA256()))
+    xml = _response(signer)
+    cert_b64 = "".join((hsm_dir / "hsm-ec.crt").read_text().strip().splitlines()[1:-1])
+    result = xmlsec1_verify(xml, cert_b64, node="Response")
+    assert result.returncode == 0, result.stderr
+
+    (hsm_dir / "other-ec.crt").write_bytes(make_key("other-ec", curve=True).cert_pem)
+    for cert in ("other-ec.crt", "hsm.crt"):  # another P-256 key; an RSA certificate for the EC token key
+        wrong = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="ec-signing",
+                                certificate=hsm_dir / cert)
+        with pytest.raises(KeyError_) as exc:
+            signer_from_config(wrong, {"IDP_BRIDGE_PKCS11_PIN": PIN})
+        assert exc.value.code == "key_cert_mismatch", cert
+        assert "does not match" in exc.value.operator or "is EC" in exc.value.operator
