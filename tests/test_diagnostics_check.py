@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import email.utils
+import http.server
 import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from idp_bridge.cli import main
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
 from idp_bridge.diagnostics.check import check_deployment, default_fetch
 from idp_bridge.diagnostics.http import HttpResult
-from idp_bridge.keys import self_signed_certificate, write_pair
+from idp_bridge.keys import generate_key, self_signed_certificate, write_pair
 from idp_bridge.saml.metadata import build_sp_metadata
 from idp_bridge.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.store import Store
@@ -95,12 +99,67 @@ def test_clean_deployment_passes(env: Env) -> None:
 # -- the broken deployments --------------------------------------------------------------------------------
 
 
-def break_entity_id(env: Env) -> dict[str, str] | None:
+@dataclass
+class Ctx:
+    """What a breaker may need: a second, empty database; servers it starts (stopped after the test);
+    URL paths of the bridge it re-routes to such a server (a misconfigured proxy in front of the bridge)."""
+
+    empty_db_url: str
+    stack: contextlib.ExitStack
+    routes: dict[str, str] = field(default_factory=dict)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the server's (status, headers, body); its Date header is skewed."""
+
+    server: _Server
+
+    def _answer(self) -> None:
+        status, headers, body = self.server.answer
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_OPTIONS = do_HEAD = _answer
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return email.utils.format_datetime(dt.datetime.now(dt.UTC) + self.server.skew, usegmt=True)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    answer: tuple[int, dict[str, str], bytes]
+    skew: dt.timedelta
+
+
+@contextlib.contextmanager
+def serving(status: int, body: bytes = b"", headers: dict[str, str] | None = None, *,
+            skew: dt.timedelta = dt.timedelta(0)) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that gives one fixed answer; yields its base URL."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.answer, server.skew = (status, headers or {}, body), skew
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def break_entity_id(env: Env, ctx: Ctx) -> dict[str, str] | None:
     edit_config(env, lambda raw: raw["bridge"].__setitem__("entity_id", "https://other.example/idp"))
     return None
 
 
-def break_expired_certificate(env: Env) -> dict[str, str] | None:
+def break_expired_certificate(env: Env, ctx: Ctx) -> dict[str, str] | None:
     key_path, cert_path = only_key(env)
     key_path.unlink()
     cert_path.unlink()
@@ -110,12 +169,12 @@ def break_expired_certificate(env: Env) -> dict[str, str] | None:
     return None
 
 
-def break_world_readable_key(env: Env) -> dict[str, str] | None:
+def break_world_readable_key(env: Env, ctx: Ctx) -> dict[str, str] | None:
     os.chmod(only_key(env)[0], 0o644)
     return None
 
 
-def break_http_base_url(env: Env) -> dict[str, str] | None:
+def break_http_base_url(env: Env, ctx: Ctx) -> dict[str, str] | None:
     edit_config(env, lambda raw: raw["bridge"].__setitem__("base_url", "http://sso.partner.example"))
     return None
 
@@ -130,12 +189,12 @@ def _sp_metadata_without(env: Env, drop: str) -> None:
     sp_metadata_path(env).write_bytes(etree.tostring(root))
 
 
-def break_sp_without_signing_certificate(env: Env) -> dict[str, str] | None:
+def break_sp_without_signing_certificate(env: Env, ctx: Ctx) -> dict[str, str] | None:
     _sp_metadata_without(env, "KeyDescriptor")
     return None
 
 
-def break_sp_acs_http(env: Env) -> dict[str, str] | None:
+def break_sp_acs_http(env: Env, ctx: Ctx) -> dict[str, str] | None:
     key = make_key("huawei-sp-http")
     sp_metadata_path(env).write_bytes(build_sp_metadata(
         entity_id=SP_ENTITY_ID, acs_url="http://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer",
@@ -143,7 +202,7 @@ def break_sp_acs_http(env: Env) -> dict[str, str] | None:
     return None
 
 
-def break_sp_metadata_expired(env: Env) -> dict[str, str] | None:
+def break_sp_metadata_expired(env: Env, ctx: Ctx) -> dict[str, str] | None:
     path = sp_metadata_path(env)
     root = etree.fromstring(path.read_bytes())
     root.set("validUntil", "2020-01-01T00:00:00Z")
@@ -151,7 +210,7 @@ def break_sp_metadata_expired(env: Env) -> dict[str, str] | None:
     return None
 
 
-def break_sp_certificate_expired(env: Env) -> dict[str, str] | None:
+def break_sp_certificate_expired(env: Env, ctx: Ctx) -> dict[str, str] | None:
     key = make_key("huawei-sp-expired")
     private = key.private_key
     assert isinstance(private, rsa.RSAPrivateKey)
@@ -163,7 +222,7 @@ def break_sp_certificate_expired(env: Env) -> dict[str, str] | None:
     return None
 
 
-def break_key_certificate_mismatch(env: Env) -> dict[str, str] | None:
+def break_key_certificate_mismatch(env: Env, ctx: Ctx) -> dict[str, str] | None:
     _, cert_path = only_key(env)
     other = make_key("someone-else")
     from cryptography.hazmat.primitives import serialization
@@ -172,51 +231,168 @@ def break_key_certificate_mismatch(env: Env) -> dict[str, str] | None:
     return None
 
 
-def break_exported_file_missing(env: Env) -> dict[str, str] | None:
+def break_exported_file_missing(env: Env, ctx: Ctx) -> dict[str, str] | None:
     env.config.metadata_file.unlink()
     return None
 
 
-def break_unmigrated_database(env: Env, empty_db_url: str) -> dict[str, str] | None:
-    return {"IDP_BRIDGE_DATABASE_URL": empty_db_url}
+def break_unmigrated_database(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    return {"IDP_BRIDGE_DATABASE_URL": ctx.empty_db_url}
 
 
-def break_config_invalid(env: Env) -> dict[str, str] | None:
+def break_config_invalid(env: Env, ctx: Ctx) -> dict[str, str] | None:
     edit_config(env, lambda raw: raw["bridge"].__setitem__("secret_key", "short"))
     return None
 
 
-CASES: list[tuple[str, Callable[..., dict[str, str] | None], str, str, str]] = [
-    # (case, breaker, group, item, words the fix must contain)
-    ("wrong entity ID", break_entity_id, "our metadata", "entity ID in exported file", "metadata export"),
+def break_clock_offset(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """The SP metadata by URL, from a server whose clock (its Date header) is 10 minutes ahead of ours."""
+    url = ctx.stack.enter_context(serving(200, sp_metadata_path(env).read_bytes(),
+                                          {"Content-Type": "application/samlmetadata+xml"},
+                                          skew=dt.timedelta(minutes=10)))
+    edit_config(env, lambda raw: raw["sp"][0].__setitem__("metadata", url + "/authui/saml/metadata.xml"))
+    return None
+
+
+def _route_sso(ctx: Ctx, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+    ctx.routes["/saml/sso"] = ctx.stack.enter_context(serving(status, body, headers))
+
+
+def break_sso_redirects(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """A proxy that sends /saml/sso elsewhere (e.g. to a company login wall)."""
+    _route_sso(ctx, 302, {"Location": "https://login.partner.example/wall"})
+    return None
+
+
+def break_sso_proxy_placeholder(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """The proxy answers 200 with its own page: no X-Correlation-Id, so not the bridge."""
+    _route_sso(ctx, 200, {"Allow": "GET, HEAD, OPTIONS", "Content-Type": "text/html"}, b"<h1>It works!</h1>")
+    return None
+
+
+def break_sso_not_found(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    _route_sso(ctx, 404, {"Content-Type": "text/html"}, b"not found")
+    return None
+
+
+def break_sso_bad_gateway(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    _route_sso(ctx, 502, {"Content-Type": "text/html"}, b"bad gateway")
+    return None
+
+
+def break_no_active_key_two_unrecorded_pairs(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """A second pair copied into key_dir by hand (not `keys new`): no state recorded, so no key is active."""
+    generate_key(env.config.key_dir, common_name="copied-in", algorithm="rsa-2048", days=365)
+    return None
+
+
+def break_only_key_recorded_as_next(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """The database says the only key is `next`: nothing signs."""
+    store = Store.from_url(env.config.database_url)
+    try:
+        store.register_key(only_key(env)[0].stem, state="next", now=dt.datetime.now(dt.UTC))
+    finally:
+        store.dispose()
+    return None
+
+
+def break_rsa_1024(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    key_path, cert_path = only_key(env)
+    key_path.unlink()
+    cert_path.unlink()
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the broken case
+    write_pair(env.config.key_dir, private, self_signed_certificate(private, common_name="weak", days=365))
+    return None
+
+
+def break_exported_file_with_private_key(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """An operator pasted a private key into the exported file (a comment) before uploading it."""
+    path = env.config.metadata_file
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    path.write_bytes(path.read_bytes() + f"<!-- {pem} -->\n".encode())
+    return None
+
+
+def break_exported_file_over_2mb(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    path = env.config.metadata_file
+    path.write_bytes(path.read_bytes() + b"<!-- " + b"x" * (2 * 1024 * 1024) + b" -->\n")
+    return None
+
+
+def break_empty_x_account_type(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    edit_config(env, lambda raw: raw["sp"][0].__setitem__("x_account_type", "  "))
+    return None
+
+
+SP = "SP huawei-cn (cn)"
+CASES: list[tuple[str, Callable[..., dict[str, str] | None], str, str, str, str]] = [
+    # (case, breaker, group, item, words the fix must contain, words the detail/expected/actual must contain)
+    ("wrong entity ID", break_entity_id, "our metadata", "entity ID in exported file", "metadata export",
+     "https://other.example/idp"),
     ("bridge still serving the old entity ID", break_entity_id, "our metadata", "served metadata is current",
-     "restart the stale node"),
-    ("expired certificate", break_expired_certificate, "keys", "{kid} expiry", "idp-bridge keys new"),
-    ("world-readable key", break_world_readable_key, "keys", "{kid} permissions", "chmod 600"),
-    ("http base URL", break_http_base_url, "config", "base URL is https", "https://"),
-    ("SP metadata without signing certificate", break_sp_without_signing_certificate, "SP huawei-cn (cn)",
-     "signing certificate present", "complete metadata"),
-    ("SP ACS over http", break_sp_acs_http, "SP huawei-cn (cn)", "ACS is https", "https"),
-    ("SP metadata expired", break_sp_metadata_expired, "SP huawei-cn (cn)", "metadata not expired",
-     "fresh SP metadata"),
-    ("SP certificate expired", break_sp_certificate_expired, "SP huawei-cn (cn)", "signing certificate {spfp} valid",
-     "current SP metadata"),
+     "restart the stale node", "differs"),
+    ("expired certificate", break_expired_certificate, "keys", "{kid} expiry", "idp-bridge keys new", "valid until"),
+    ("world-readable key", break_world_readable_key, "keys", "{kid} permissions", "chmod 600", "0644"),
+    ("http base URL", break_http_base_url, "config", "base URL is https", "https://", "http://sso.partner.example"),
+    ("SP metadata without signing certificate", break_sp_without_signing_certificate, SP,
+     "signing certificate present", "complete metadata", "no KeyDescriptor"),
+    ("SP ACS over http", break_sp_acs_http, SP, "ACS is https", "https", "http://auth.huaweicloud.com"),
+    ("SP metadata expired", break_sp_metadata_expired, SP, "metadata not expired", "fresh SP metadata", "2020-01-01"),
+    ("SP certificate expired", break_sp_certificate_expired, SP, "signing certificate {spfp} valid",
+     "current SP metadata", ""),
     ("key and certificate do not match", break_key_certificate_mismatch, "keys", "{kid} key matches certificate",
-     "matching private key"),
+     "matching private key", ""),
     ("exported metadata missing", break_exported_file_missing, "our metadata", "exported metadata file",
-     "idp-bridge metadata export"),
-    ("unmigrated database", break_unmigrated_database, "database", "database migrated", "idp-bridge db upgrade"),
-    ("config invalid", break_config_invalid, "config", "config valid", "correct the config file"),
+     "idp-bridge metadata export", "does not exist"),
+    ("unmigrated database", break_unmigrated_database, "database", "database migrated", "idp-bridge db upgrade",
+     "revision none"),
+    ("config invalid", break_config_invalid, "config", "config valid", "correct the config file", "secret_key"),
+    ("clock 10 minutes off the SP's Date header", break_clock_offset, SP, "clock offset", "NTP", "within ±60 s"),
+    ("SSO URL redirects elsewhere", break_sso_redirects, "our metadata", "SSO URL answering",
+     "URL that answers itself", "redirects to https://login.partner.example/wall"),
+    ("SSO URL answered by the proxy, not the bridge", break_sso_proxy_placeholder, "our metadata",
+     "SSO URL answering", "straight to the bridge", "not the bridge's answer"),
+    ("SSO URL not found", break_sso_not_found, "our metadata", "SSO URL answering", "straight to the bridge",
+     "HTTP 404"),
+    ("SSO URL bad gateway", break_sso_bad_gateway, "our metadata", "SSO URL answering", "read the bridge log",
+     "HTTP 502"),
+    ("no active key: a second pair copied in without `keys new`", break_no_active_key_two_unrecorded_pairs, "keys",
+     "key states", "idp-bridge keys activate", "no usable signing key"),
+    ("only key recorded as next", break_only_key_recorded_as_next, "keys", "key states", "idp-bridge keys activate",
+     "active now: none"),
+    ("RSA-1024 key", break_rsa_1024, "keys", "{kid} size", "RSA-2048 or more", "RSA-1024"),
+    ("exported file carries a private key", break_exported_file_with_private_key, "our metadata",
+     "no secrets in exported file", "treat the key as exposed", "PRIVATE KEY"),
+    ("exported file over 2 MB", break_exported_file_over_2mb, "our metadata", "exported file under 2 MB",
+     "refuses metadata above 2 MB", "bytes"),
+    ("empty xAccountType (refused by config validation)", break_empty_x_account_type, "config", "config valid",
+     "correct the config file", "x_account_type: empty"),
 ]
 
 
-@pytest.mark.parametrize(("case", "breaker", "group", "item", "fix_words"), CASES, ids=[c[0] for c in CASES])
+def routed(env: Env, fetch: Fetch, routes: dict[str, str]) -> Fetch:
+    """``fetch``, except that the bridge's paths in ``routes`` are answered over HTTP by another server."""
+    base = env.config.base_url
+
+    def go(method: str, url: str) -> HttpResult:
+        path = url[len(base):] if url.startswith(base) else None
+        if path in routes:
+            return default_fetch(method, routes[path] + path)
+        return fetch(method, url)
+
+    return go
+
+
+@pytest.mark.parametrize(("case", "breaker", "group", "item", "fix_words", "detail_words"), CASES, ids=[c[0] for c in CASES])
 def test_broken_deployment_gives_the_right_failure_and_fix(env: Env, empty_db_url: str, case: str,
                                                            breaker: Callable[..., dict[str, str] | None],
-                                                           group: str, item: str, fix_words: str) -> None:
+                                                           group: str, item: str, fix_words: str,
+                                                           detail_words: str) -> None:
     fetch = app_fetch(env)  # the bridge as it was started, before the breakage
-    environ = breaker(env, empty_db_url) if breaker is break_unmigrated_database else breaker(env)
-    report = run(env, fetch, environ)
+    with contextlib.ExitStack() as stack:
+        ctx = Ctx(empty_db_url, stack)
+        environ = breaker(env, ctx)
+        report = run(env, routed(env, fetch, ctx.routes), environ)
     assert not report.ok, report.render()
     if "{kid}" in item:
         item = item.format(kid=only_key(env)[0].stem)
@@ -227,6 +403,7 @@ def test_broken_deployment_gives_the_right_failure_and_fix(env: Env, empty_db_ur
     found = report.item(group, item)
     assert found.status == "fail", report.render()
     assert fix_words in found.fix, found
+    assert detail_words in " | ".join((found.detail, found.expected, found.actual)), found
 
 
 def test_unmigrated_database_is_not_migrated_by_check(env: Env, empty_db_url: str) -> None:

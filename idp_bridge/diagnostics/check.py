@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 Fetch = Callable[[str, str], HttpResult]  # (method, url) -> result; raises OSError when unreachable
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-#: A signing key whose certificate ends within this window fails the check: rotate now.
+#: The clock-offset check allows at most this much (or a third of saml.clock_skew_seconds, if smaller).
 MAX_CLOCK_OFFSET_SECONDS = 60
 _SECRET_RE = re.compile(r"PRIVATE KEY|passw(or)?d|passphrase|secret_key", re.IGNORECASE)
 
@@ -245,6 +245,16 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, sta
                    "> Configure)")
     else:
         data = exported.read_bytes()
+        report.add(g, "exported file under 2 MB", len(data) <= MAX_XML_BYTES, f"{exported}: {len(data)} bytes",
+                   f"Partner Center refuses metadata above 2 MB: run `idp-bridge metadata export` to rewrite "
+                   f"{exported} (never edit it by hand) and upload that file", expected=f"≤ {MAX_XML_BYTES} bytes",
+                   actual=f"{len(data)} bytes")
+        file_secret = _SECRET_RE.search(data.decode("utf-8", "replace"))
+        report.add(g, "no secrets in exported file", file_secret is None, f"{exported}: public certificates only"
+                   if file_secret is None else f"{exported} contains {file_secret.group(0)!r}",
+                   f"delete {exported} and run `idp-bridge metadata export` (never edit it by hand); if that file "
+                   "was uploaded or shared, treat the key as exposed: `idp-bridge keys new`, then rotate",
+                   expected="no private key, password or secret", actual=file_secret.group(0) if file_secret else "")
         try:
             file_entity = _entity_id_of(data)
         except (BridgeError, ValueError) as exc:
@@ -284,17 +294,54 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, sta
                        else "differs from the metadata built here (other keys or settings on the server)",
                        "make every bridge node use the same key folder, database and config, then restart the "
                        "stale node; re-export and upload if the keys changed")
-    try:
-        sso = fetch("OPTIONS", config.sso_url)
-        if sso.status in (405, 501):
-            sso = fetch("GET", config.sso_url)
-        ok = sso.status < 500 and sso.status != 404
-        report.add(g, "SSO URL answering", ok, f"{config.sso_url} answered HTTP {sso.status}",
-                   "make the proxy route /saml/sso to the bridge (Huawei redirects the browser there)")
-    except OSError as exc:
-        report.add(g, "SSO URL answering", False, f"{config.sso_url} unreachable: {exc}",
-                   "start the bridge and make the base URL reach it (Huawei redirects the browser to this URL)")
+    _check_sso_url(report, config, fetch)
     _check_sample_response(report, bridge, xml, now)
+
+
+#: What "the SSO URL answers" means: the bridge itself answers there, directly. Flask answers OPTIONS for
+#: /saml/sso with 200 and an Allow header naming GET (the HTTP-Redirect binding Huawei uses); every answer
+#: of the bridge carries X-Correlation-Id, which a proxy's own page (placeholder, login wall, error) lacks.
+#: A proxy that refuses OPTIONS is asked with a bare GET, which the bridge refuses with 400 (no SAMLRequest).
+#: A redirect is a failure: the metadata must name the URL that answers, Huawei sends browsers to exactly it.
+_SSO_FIX_ROUTE = ("make the proxy pass {url} (GET with the query string untouched) straight to the bridge, and "
+                  "set bridge.base_url to the address that answers; then re-export and upload the metadata")
+
+
+def _check_sso_url(report: Report, config: Config, fetch: Fetch) -> None:
+    g, url = "our metadata", config.sso_url
+    expected = "the bridge answers directly: OPTIONS 2xx allowing GET (or bare GET 400), with X-Correlation-Id"
+    try:
+        res = fetch("OPTIONS", url)
+        method = "OPTIONS"
+        if res.status in (405, 501):
+            res, method = fetch("GET", url), "GET"
+    except OSError as exc:
+        report.add(g, "SSO URL answering", False, f"{url} unreachable: {exc}",
+                   "start the bridge and make the base URL reach it (Huawei redirects the browser to this URL)",
+                   expected=expected, actual=f"unreachable: {exc}")
+        return
+    from_bridge = bool(res.headers.get("X-Correlation-Id"))
+    allow = {m.strip().upper() for m in (res.headers.get("Allow") or "").split(",")}
+    if method == "OPTIONS":
+        ok = 200 <= res.status < 300 and from_bridge and "GET" in allow
+    else:
+        ok = res.status == 400 and from_bridge
+    actual = f"{method} → HTTP {res.status}" + (f" → {res.location}" if res.location else "") + \
+        ("" if from_bridge else " without X-Correlation-Id (not the bridge's answer)")
+    if ok:
+        report.add(g, "SSO URL answering", True, f"{url}: the bridge answers ({method} → HTTP {res.status})")
+    elif 300 <= res.status < 400:
+        report.add(g, "SSO URL answering", False, f"{url} redirects to {res.location or '(no Location)'}",
+                   "the metadata must name the URL that answers itself (Huawei sends the browser to exactly that "
+                   "URL, and a redirect loses the signed query on many proxies): "
+                   + _SSO_FIX_ROUTE.format(url=url), expected=expected, actual=actual)
+    elif res.status >= 500:
+        report.add(g, "SSO URL answering", False, f"{url} answered HTTP {res.status}",
+                   "the bridge (or the proxy in front of it) fails: read the bridge log, check it runs and that "
+                   "the proxy's upstream points to it", expected=expected, actual=actual)
+    else:
+        report.add(g, "SSO URL answering", False, f"{url} answered {actual}",
+                   _SSO_FIX_ROUTE.format(url=url), expected=expected, actual=actual)
 
 
 def _check_sample_response(report: Report, bridge: Bridge, idp_xml: bytes, now: dt.datetime) -> None:
