@@ -7,7 +7,7 @@ import datetime as dt
 import html
 import json
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
 from click.testing import CliRunner
@@ -176,3 +176,20 @@ def test_garbage_is_a_clear_error() -> None:
     assert code == 2 and "neither XML, JSON nor raw DEFLATE" in out
     code, out = cli(None, "!!not-base64!!")
     assert code == 2 and "not base64" in out
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/file", "captures/missing-response.txt", "saml-response.xml",
+                                  "page.html"])
+def test_a_missing_file_is_named_as_such_not_as_bad_base64(path: str) -> None:
+    code, out = cli(None, path)
+    assert code == 2
+    assert f"file {path} does not exist" in out
+    assert "not base64" not in out
+
+
+def test_a_base64_value_with_slashes_is_still_decoded_not_taken_for_a_path() -> None:
+    value = unquote(SAMPLE.read_text(encoding="utf-8").strip())
+    assert "/" in value  # the URL-decoded sample holds '/' (%2F)
+    code, out = cli(None, value)
+    assert "does not exist" not in out
+    assert "AuthnRequest (from bare value)" in out and SAMPLE_ID in out

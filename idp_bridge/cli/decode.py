@@ -26,6 +26,15 @@ def _read_argument(value: str) -> str:
     return value
 
 
+_PATH_SUFFIXES = (".xml", ".txt", ".html", ".htm")
+
+
+def _looks_like_path(value: str) -> bool:
+    """What an operator meant as a file name. Checked only after the value failed to decode: base64 has '/'."""
+    return len(value) < 4096 and ("/" in value or value.lower().endswith(_PATH_SUFFIXES)) and \
+        not value.startswith(("http://", "https://", "<")) and "=" not in value[:64]
+
+
 @main.command()
 @click.argument("value")
 @click.option("--sp", "sp_name", default=None, help="Check a Response as this configured SP (default: by Destination).")
@@ -42,7 +51,7 @@ def decode(ctx: click.Context, value: str, sp_name: str | None, request_id: str 
     from ..config import load_config
     from ..diagnostics.decode import decode_message
     from ..diagnostics.local import local_bridge
-    from ..saml.errors import ConfigError
+    from ..saml.errors import BridgeError, ConfigError
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
     bridge = None
@@ -58,6 +67,13 @@ def decode(ctx: click.Context, value: str, sp_name: str | None, request_id: str 
             raise click.BadParameter(f"{at!r} is not an ISO time", param_hint="--at") from exc
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)
-    result = decode_message(_read_argument(value), bridge=bridge, sp_name=sp_name, request_id=request_id, now=now)
+    try:
+        result = decode_message(_read_argument(value), bridge=bridge, sp_name=sp_name, request_id=request_id,
+                                now=now)
+    except BridgeError:
+        if value != "-" and _looks_like_path(value) and not Path(value).exists():
+            raise click.BadParameter(f"file {value} does not exist (and it is not a SAML message either)",
+                                     param_hint="VALUE") from None
+        raise
     click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.render())
     ctx.exit(0 if result.report.ok else 1)
