@@ -20,6 +20,7 @@ Environment overrides (secrets and per-deployment values stay out of the file):
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -57,6 +58,9 @@ class ServiceProviderConfig:
     sign_response: bool = False
     #: Overrides the site's ``/authui/saml/login`` URL (the built-in simulator, a staging IAM).
     login_url: str | None = None
+    #: Networks this SP fetches ``/saml/metadata`` from; only such fetches are evidence for ``keys activate``.
+    #: Empty (Huawei: metadata by manual upload): only ``keys confirm-published`` is.
+    metadata_fetchers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def metadata_is_url(self) -> bool:
@@ -232,6 +236,22 @@ def _sqlite_url(base_dir: Path, url: str) -> str:
     return url
 
 
+def _metadata_fetchers(values: list[Any], where: str
+                       ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``[[sp]] metadata_fetchers``: IP networks such as ``"203.0.113.0/24"`` or ``"127.0.0.1/32"``."""
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}metadata_fetchers: {value!r} is a {type(value).__name__}; expected a "
+                              "string such as '203.0.113.0/24'", code="config_type")
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"{where}metadata_fetchers: {value!r} is not an IP network ({exc}); expected e.g. "
+                              "'203.0.113.0/24' or '127.0.0.1/32'", code="config_metadata_fetchers") from exc
+    return tuple(networks)
+
+
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str] | None = None,
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
@@ -323,13 +343,14 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         login_url = _get(sp_raw, "login_url", where, str, None)
         if login_url is not None:
             login_url = _check_url(login_url, where + "login_url")
+        fetchers = _metadata_fetchers(_get(sp_raw, "metadata_fetchers", where, list, []), where)
         unknown_sp = set(sp_raw) - {"name", "site", "metadata", "x_account_type", "console_hosts",
-                                    "sign_response", "login_url"}
+                                    "sign_response", "login_url", "metadata_fetchers"}
         if unknown_sp:
             raise ConfigError(f"{where[:-1]}: unknown key(s) {', '.join(sorted(unknown_sp))}",
                               code="config_unknown_key")
         sps.append(ServiceProviderConfig(name, site_name, metadata, x_account_type, tuple(hosts), sign_response,
-                                         login_url))
+                                         login_url, fetchers))
     x_types = [s.x_account_type for s in sps]
     if len(set(x_types)) != len(x_types):
         raise ConfigError(f"sp: the same x_account_type appears twice: {x_types!r}", code="config_x_account_type")

@@ -1,15 +1,20 @@
 """Key rotation with evidence: what `idp-bridge keys ...` does, without the command-line layer.
 
 The rule: a key signs only once every configured SP has evidence that it holds metadata listing
-that key - a ``/saml/metadata?sp=NAME`` fetch whose key set included it, or an operator's
-``keys confirm-published`` (Huawei gets our metadata by manual upload in Partner Center) - and
-once it has been published (state ``next``) for ``[keys] publish_lead_seconds``. ``force`` skips
-the gate but needs a reason, which goes into the audit log.
+that key - a fetch of ``/saml/metadata`` whose key set included it, made from an address the
+operator listed for that SP (``[[sp]] metadata_fetchers``; a ``?sp=NAME`` tag, if given, must name
+that SP), or an operator's ``keys confirm-published`` (Huawei gets our metadata by manual upload in
+Partner Center and never fetches it) - and once it has been published (state ``next``) for
+``[keys] publish_lead_seconds``. An ECDSA key also needs every SP to advertise ECDSA-SHA256 in its
+metadata (``alg:SigningMethod``). ``force`` skips the gate but needs a reason, which goes into the
+audit log. At most three keys are published at once (next, active, retiring).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .audit import audit
 from .bridge import Bridge
+from .config import ServiceProviderConfig
 from .keys import (
+    PUBLISHED_STATES,
     check_certificate_key,
     check_not_expired,
     generate_key,
@@ -28,11 +35,14 @@ from .keys import (
     scan_key_dir,
     write_pair,
 )
-from .saml.errors import KeyError_
+from .saml.algorithms import ECDSA_SHA256
+from .saml.errors import BridgeError, KeyError_
 from .saml.signing import PrivateKeySigner
-from .store.keyring import KeyStateRecord
+from .store.keyring import KeyStateRecord, MetadataFetch
 
 PARTNER_CENTER = "Partner Center (Support > Open APIs > Configure)"
+MAX_PUBLISHED_KEYS = 3  # next + active + retiring
+SHOWN_IGNORED_FETCHES = 5
 
 
 def utcnow() -> dt.datetime:
@@ -48,6 +58,49 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class FetchJudgement:
+    """One recorded fetch of our metadata, and whether it is evidence for an SP (``counted_for``)."""
+
+    fetch: MetadataFetch
+    counted_for: str | None
+    why: str
+
+
+def judge_fetch(fetch: MetadataFetch, sps: Sequence[ServiceProviderConfig]) -> FetchJudgement:
+    """A fetch is evidence for an SP only when it came from a network listed in that SP's
+    ``metadata_fetchers``; a ``?sp=NAME`` tag must then name that SP. Anyone can send ``?sp=NAME``."""
+    tag = f"?sp={fetch.sp} " if fetch.sp else ""
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(fetch.remote_addr or "")
+    except ValueError:
+        return FetchJudgement(fetch, None, f"{tag}from {fetch.remote_addr or 'an unknown address'!r}, which is "
+                                           "not an IP address")
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    listed = [sp for sp in sps if any(addr in net for net in sp.metadata_fetchers)]
+    if fetch.sp:
+        named = next((sp for sp in sps if sp.name == fetch.sp), None)
+        if named is None:
+            return FetchJudgement(fetch, None, f"{tag}from {addr}: no SP {fetch.sp!r} is configured")
+        if named in listed:
+            return FetchJudgement(fetch, named.name, f"{tag}from {addr}, listed in sp {named.name} "
+                                                     "metadata_fetchers")
+        if not named.metadata_fetchers:
+            return FetchJudgement(fetch, None, f"{tag}from {addr}, but SP {named.name!r} lists no "
+                                               "metadata_fetchers (only `keys confirm-published` counts for it)")
+        nets = ", ".join(str(n) for n in named.metadata_fetchers)
+        return FetchJudgement(fetch, None, f"{tag}from {addr}, which is not in SP {named.name!r} "
+                                           f"metadata_fetchers ({nets})")
+    if len(listed) == 1:
+        return FetchJudgement(fetch, listed[0].name, f"from {addr}, listed in sp {listed[0].name} "
+                                                     "metadata_fetchers")
+    if listed:
+        return FetchJudgement(fetch, None, f"from {addr}, which several SPs list ("
+                                           f"{', '.join(sp.name for sp in listed)}); fetch with ?sp=NAME")
+    return FetchJudgement(fetch, None, f"{tag}from {addr}, which no SP lists in metadata_fetchers")
+
+
+@dataclass(frozen=True)
 class ActivationCheck:
     key_id: str
     state: str
@@ -55,6 +108,10 @@ class ActivationCheck:
     lead: dt.timedelta
     evidence: dict[str, list[Evidence]] = field(default_factory=dict)
     blockers: list[str] = field(default_factory=list)
+    #: fetches of metadata listing the key that are NOT evidence, with the reason (newest first)
+    ignored_fetches: list[FetchJudgement] = field(default_factory=list)
+    #: SPs whose metadata does not advertise the key's signature algorithm (ECDSA keys)
+    unsupported_by: list[str] = field(default_factory=list)
 
     @property
     def missing_sps(self) -> list[str]:
@@ -76,12 +133,67 @@ class Rotation:
         return self.store.key_records()
 
     def bootstrap(self, now: dt.datetime | None = None) -> None:
-        """Record the single key of a fresh install as active (the bootstrap rule, made explicit)."""
+        """Record the single key of a fresh install as active (the bootstrap rule, made explicit).
+        Every ``keys`` command runs this first, so what it reads and says matches what signs."""
         if self.store.key_states():
             return
-        pairs = scan_key_dir(self.config.key_dir)
-        if len(pairs) == 1:
-            self.store.register_key(pairs[0][0].stem, state="active", now=now or utcnow())
+        ids = [key_path.stem for key_path, _ in scan_key_dir(self.config.key_dir)]
+        if self.config.keys.pkcs11:
+            ids += [s.key_id for s in self.bridge.keys.hsm_signers()]
+        if len(ids) == 1:
+            try:
+                self.store.register_key(ids[0], state="active", now=now or utcnow())
+            except KeyError_ as exc:
+                if exc.code not in ("key_exists", "key_active_exists"):  # another command recorded it first
+                    raise
+
+    def _certificate(self, key_id: str) -> x509.Certificate | None:
+        try:
+            return x509.load_pem_x509_certificate((self.config.key_dir / f"{key_id}.crt").read_bytes())
+        except (OSError, ValueError):
+            pass
+        if self.config.keys.pkcs11:
+            for signer in self.bridge.keys.hsm_signers():
+                if signer.key_id == key_id:
+                    return signer.certificate
+        return None
+
+    def _algorithm_blockers(self, key_id: str) -> tuple[list[str], list[str]]:
+        """An ECDSA key may sign only for SPs whose metadata advertises ECDSA-SHA256."""
+        cert = self._certificate(key_id)
+        if cert is None or not isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+            return [], []
+        blockers: list[str] = []
+        unsupported: list[str] = []
+        for sp in self.config.service_providers:
+            try:
+                meta = self.bridge.sps.get(sp.name).metadata
+            except BridgeError as exc:
+                unsupported.append(sp.name)
+                blockers.append(f"key {key_id} is ECDSA and SP {sp.name!r} metadata cannot be read to see whether "
+                                f"it accepts ECDSA: {exc.operator}")
+                continue
+            if ECDSA_SHA256 not in meta.signing_methods:
+                unsupported.append(sp.name)
+                advertised = ", ".join(meta.signing_methods) or "none"
+                blockers.append(f"key {key_id} is ECDSA P-256 but SP {sp.name!r} ({meta.entity_id}) does not "
+                                f"advertise {ECDSA_SHA256} in its metadata (alg:SigningMethod advertised: "
+                                f"{advertised}); use an RSA key for it")
+        return blockers, unsupported
+
+    def _check_room(self, adding: str) -> None:
+        """Metadata lists at most three signing keys: refuse a fourth."""
+        published = {k: r.state for k, r in self.records().items() if r.state in PUBLISHED_STATES}
+        if len(published) >= MAX_PUBLISHED_KEYS:
+            order = {s: i for i, s in enumerate(PUBLISHED_STATES)}
+            listed = ", ".join(f"{state} {kid}" for kid, state in sorted(published.items(),
+                                                                         key=lambda kv: order[kv[1]]))
+            retirable = [k for k, st in published.items() if st != "active"]
+            raise KeyError_(f"refusing to {adding}: the metadata already lists {len(published)} signing keys "
+                            f"({listed}) and holds at most {MAX_PUBLISHED_KEYS} (next, active, retiring). "
+                            "Retire one first: `idp-bridge keys retire ID` ("
+                            f"{' or '.join(retirable) or 'a next or retiring key'}; a retiring key after its "
+                            "grace period)", code="key_ring_full")
 
     def activation_check(self, key_id: str, *, now: dt.datetime | None = None) -> ActivationCheck:
         now = now or utcnow()
@@ -89,29 +201,37 @@ class Rotation:
         lead = dt.timedelta(seconds=self.config.keys.publish_lead_seconds)
         if record is None:
             return ActivationCheck(key_id, "unknown", None, lead, blockers=[f"key {key_id} is not in the key ring"])
-        evidence: dict[str, list[Evidence]] = {sp.name: [] for sp in self.config.service_providers}
+        sps = self.config.service_providers
+        evidence: dict[str, list[Evidence]] = {sp.name: [] for sp in sps}
         for pub in self.store.key_publications(key_id):
             if pub.sp in evidence:
                 evidence[pub.sp].append(Evidence(pub.sp, "confirmed", pub.at, pub.note or "confirm-published"))
+        ignored: list[FetchJudgement] = []
         for fetch in self.store.fetches_with_key(key_id, since=record.published_at):
-            if fetch.sp in evidence:
-                evidence[fetch.sp].append(Evidence(fetch.sp, "fetched", fetch.at,
-                                                   f"GET /saml/metadata from {fetch.remote_addr or '?'} "
-                                                   f"(ETag {fetch.etag})"))
+            judged = judge_fetch(fetch, sps)
+            if judged.counted_for is None:
+                ignored.append(judged)
+                continue
+            evidence[judged.counted_for].append(Evidence(judged.counted_for, "fetched", fetch.at,
+                                                         f"GET /saml/metadata {judged.why} (ETag {fetch.etag})"))
         blockers: list[str] = []
         if record.state not in ("next", "retiring"):
             blockers.append(f"key {key_id} is {record.state}; only a next (or retiring) key can be activated")
-        for sp, ev in evidence.items():
-            if not ev:
-                blockers.append(f"SP {sp!r} has no evidence of metadata holding key {key_id}: no fetch of "
-                                f"/saml/metadata?sp={sp} listing it and no `keys confirm-published {key_id} "
-                                f"--sp {sp}`")
+        for sp_cfg in sps:
+            if not evidence[sp_cfg.name]:
+                how = (f"no fetch of /saml/metadata listing it from its metadata_fetchers "
+                       f"({', '.join(str(n) for n in sp_cfg.metadata_fetchers)}) and "
+                       if sp_cfg.metadata_fetchers else "")
+                blockers.append(f"SP {sp_cfg.name!r} has no evidence of metadata holding key {key_id}: {how}no "
+                                f"`keys confirm-published {key_id} --sp {sp_cfg.name}`")
+        algorithm_blockers, unsupported = self._algorithm_blockers(key_id)
+        blockers += algorithm_blockers
         published = record.published_at
         if record.state == "next" and published is not None and now - published < lead:
             blockers.append(f"key {key_id} has been published for {int((now - published).total_seconds())} s; "
                             f"the lead time is {int(lead.total_seconds())} s (ready at "
                             f"{(published + lead):%Y-%m-%dT%H:%M:%SZ})")
-        return ActivationCheck(key_id, record.state, published, lead, evidence, blockers)
+        return ActivationCheck(key_id, record.state, published, lead, evidence, blockers, ignored, unsupported)
 
     # -- changing -----------------------------------------------------------------------------
     def _after_change(self) -> None:
@@ -121,9 +241,15 @@ class Rotation:
     def new_key(self, *, algorithm: str, days: int, now: dt.datetime | None = None) -> str:
         now = now or utcnow()
         self.bootstrap(now)
-        kid, _, _ = generate_key(self.config.key_dir, common_name=self.config.entity_id, algorithm=algorithm,
-                                 days=days, passphrase=self.config.key_passphrase)
-        self.store.register_key(kid, state="next", now=now)
+        self._check_room("add a key")
+        kid, key_path, cert_path = generate_key(self.config.key_dir, common_name=self.config.entity_id,
+                                                algorithm=algorithm, days=days, passphrase=self.config.key_passphrase)
+        try:
+            self.store.register_key(kid, state="next", now=now)
+        except KeyError_:  # e.g. another command filled the ring meanwhile: leave no stray key behind
+            cert_path.unlink(missing_ok=True)
+            key_path.unlink(missing_ok=True)
+            raise
         audit(self.store, "key", "ok", reason_code="key_new", detail={"key_id": kid, "algorithm": algorithm,
                                                                        "days": days}, now=now)
         self._after_change()
@@ -155,8 +281,15 @@ class Rotation:
         if kid in self.records() or (self.config.key_dir / f"{kid}.key").exists():
             raise KeyError_(f"key {kid} is already in the key ring", code="key_exists")
         self.bootstrap(now)
-        write_pair(self.config.key_dir, private_key, cert, passphrase=self.config.key_passphrase)
-        self.store.register_key(kid, state="next", now=now)
+        self._check_room("import a key")
+        _, key_path, cert_path = write_pair(self.config.key_dir, private_key, cert,
+                                            passphrase=self.config.key_passphrase)
+        try:
+            self.store.register_key(kid, state="next", now=now)
+        except KeyError_:
+            cert_path.unlink(missing_ok=True)
+            key_path.unlink(missing_ok=True)
+            raise
         audit(self.store, "key", "ok", reason_code="key_import", detail={"key_id": kid}, now=now)
         self._after_change()
         return kid
@@ -192,6 +325,10 @@ class Rotation:
         if check.blockers and not force:
             audit(self.store, "key", "refused", reason_code="key_activate",
                   detail={"key_id": key_id, "blockers": check.blockers}, now=now)
+            if check.unsupported_by:
+                raise KeyError_("refusing to activate: " + "; ".join(check.blockers) + ". Activate an RSA key, "
+                                "or pass --force --reason TEXT if the SP accepts ECDSA without advertising it",
+                                code="key_algorithm_unsupported")
             raise KeyError_("refusing to activate: " + "; ".join(check.blockers) + ". Upload the metadata "
                             f"({self.config.metadata_file}) in {PARTNER_CENTER}, record it with `idp-bridge keys "
                             f"confirm-published {key_id} --sp NAME`, or pass --force --reason TEXT",
@@ -247,6 +384,16 @@ class Rotation:
                     lines.append(f"  SP {sp}: {latest.kind} {latest.at:%Y-%m-%dT%H:%M:%SZ} ({latest.detail})")
                 else:
                     lines.append(f"  SP {sp}: NO EVIDENCE that it holds metadata with {r.key_id}")
+            for sp in check.unsupported_by:
+                lines.append(f"  SP {sp}: does not advertise ECDSA-SHA256; this ECDSA key cannot sign for it")
+            counted = sum(len([e for e in ev if e.kind == "fetched"]) for ev in check.evidence.values())
+            if counted or check.ignored_fetches:
+                lines.append(f"  fetches of metadata listing {r.key_id}: {counted} counted as evidence, "
+                             f"{len(check.ignored_fetches)} did not")
+            for judged in check.ignored_fetches[:SHOWN_IGNORED_FETCHES]:
+                lines.append(f"    did not count: {judged.fetch.at:%Y-%m-%dT%H:%M:%SZ} {judged.why}")
+            if len(check.ignored_fetches) > SHOWN_IGNORED_FETCHES:
+                lines.append(f"    ... and {len(check.ignored_fetches) - SHOWN_IGNORED_FETCHES} more")
         lines.append("")
         lines.append("next step: " + self._next_step(nexts, records, meta, now))
         return lines

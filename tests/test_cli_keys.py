@@ -18,6 +18,8 @@ from idp_bridge.store import Store
 from tests.journey import Env, make_env
 from tests.pki import make_key
 
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
 
 @pytest.fixture
 def env(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Env:
@@ -117,17 +119,156 @@ def test_force_needs_a_reason_and_is_audited(env: Env) -> None:
     assert any(e.outcome == "refused" for e in events)
 
 
-def test_fetch_attributed_to_the_sp_is_evidence(env: Env) -> None:
+def set_sp(env: Env, **settings: Any) -> None:
+    assert env.config.path is not None
+    raw = read_raw_config(env.config.path)
+    raw["sp"][0] = {**raw["sp"][0], **settings}
+    write_raw_config(env.config.path, raw)
+
+
+def test_a_fetch_is_evidence_only_from_an_address_listed_for_the_sp(env: Env) -> None:
     from idp_bridge.web import create_app
 
     second = new_key(env)
-    app = create_app(env.config)
-    client = app.test_client()
-    assert client.get("/saml/metadata").status_code == 200  # unattributed: not evidence
+    client = create_app(env.config).test_client()  # the test client's requests come from 127.0.0.1
+    assert client.get("/saml/metadata").status_code == 200
+    assert client.get("/saml/metadata?sp=huawei-cn").status_code == 200  # anyone can say ?sp=NAME
+    # no metadata_fetchers for the SP (Huawei: upload only): no fetch counts, only confirm-published
     assert "[key_no_evidence]" in keys(env, "activate", second, ok=False).output
-    assert client.get("/saml/metadata?sp=huawei-cn").status_code == 200
-    assert "fetched" in keys(env, "status").output
+    status = keys(env, "status").output
+    assert "2 did not" in status and "lists no metadata_fetchers" in status, status
+    assert "NO EVIDENCE" in status
+
+    set_sp(env, metadata_fetchers=["203.0.113.0/24"])  # the SP's real fetcher: not where the fetches came from
+    refused = keys(env, "activate", second, ok=False).output
+    assert "[key_no_evidence]" in refused and "203.0.113.0/24" in refused
+    status = keys(env, "status").output
+    assert "from 127.0.0.1, which is not in SP 'huawei-cn' metadata_fetchers (203.0.113.0/24)" in status, status
+    assert "from 127.0.0.1, which no SP lists in metadata_fetchers" in status, status
+
+    set_sp(env, metadata_fetchers=["203.0.113.0/24", "127.0.0.1/32"])
+    status = keys(env, "status").output
+    assert "fetched" in status and "2 counted as evidence, 0 did not" in status, status
     keys(env, "activate", second)
+
+
+@pytest.mark.parametrize(("value", "problem"), [("not-a-network", "does not appear to be an IPv4 or IPv6"),
+                                                ("10.0.0.1/8", "has host bits set"), (42, "is a int")])
+def test_metadata_fetchers_are_validated(env: Env, value: object, problem: str) -> None:
+    from idp_bridge.config import load_config
+    from idp_bridge.saml.errors import ConfigError
+
+    set_sp(env, metadata_fetchers=["127.0.0.1/32", value])
+    with pytest.raises(ConfigError) as exc:
+        load_config(env.config.path, environ={})
+    assert "sp[0].metadata_fetchers" in exc.value.operator and repr(value) in exc.value.operator
+    assert problem in exc.value.operator, exc.value.operator
+
+
+def test_fresh_install_commands_know_the_bootstrap_key(env: Env) -> None:
+    (first,) = [p.stem for p in env.config.key_dir.glob("*.key")]
+    assert states(env) == {}  # a fresh init: nothing recorded yet
+    refused = keys(env, "activate", first, ok=False).output
+    assert "not in the key ring" not in refused and f"key {first} is active" in refused, refused
+    refused = keys(env, "retire", first, ok=False).output
+    assert "not in the key ring" not in refused and f"key {first} is active" in refused, refused
+    assert "[key_transition]" in refused
+    assert states(env) == {first: "active"}
+    assert f"active:   {first}" in keys(env, "status").output
+
+
+def test_metadata_lists_at_most_three_keys(env: Env, tmp_path: Path) -> None:
+    (first,) = [p.stem for p in env.config.key_dir.glob("*.key")]
+    second, third = new_key(env), new_key(env)
+    assert metadata_key_count(env) == 3
+    refused = keys(env, "new", "--algorithm", "rsa-2048", ok=False).output
+    assert "[key_ring_full]" in refused
+    for kid in (first, second, third):
+        assert kid in refused
+    assert "keys retire" in refused
+    key = make_key("fourth")
+    (tmp_path / "k.pem").write_bytes(key.key_pem)
+    (tmp_path / "c.pem").write_bytes(key.cert_pem)
+    assert "[key_ring_full]" in keys(env, "import", "--key", str(tmp_path / "k.pem"), "--cert",
+                                     str(tmp_path / "c.pem"), ok=False).output
+    assert len(states(env)) == 3 and len(list(env.config.key_dir.glob("*.key"))) == 3  # no stray key left
+    assert metadata_key_count(env) == 3
+    keys(env, "retire", third)
+    fourth = new_key(env)
+    assert states(env)[fourth] == "next" and metadata_key_count(env) == 3
+
+
+def test_the_store_refuses_a_fourth_published_key(env: Env) -> None:
+    from idp_bridge.saml.errors import KeyError_
+
+    store = Store.from_url(env.config.database_url)
+    try:
+        now = dt.datetime.now(dt.UTC)
+        store.register_key("k1", state="active", now=now)
+        store.register_key("k2", state="next", now=now)
+        store.register_key("k3", state="next", now=now)
+        with pytest.raises(KeyError_) as exc:
+            store.register_key("k4", state="next", now=now)
+        assert exc.value.code == "key_ring_full"
+        store.set_key_state("k3", "retired", now=now)
+        store.register_key("k4", state="next", now=now)
+    finally:
+        store.dispose()
+
+
+def use_sp_metadata(env: Env, xml: bytes) -> None:
+    sp = read_raw_config(env.config.path)["sp"][0]  # type: ignore[arg-type]
+    Path(sp["metadata"]).write_bytes(xml)
+
+
+def test_an_ecdsa_key_is_refused_for_huawei(env: Env) -> None:
+    use_sp_metadata(env, (FIXTURES / "huawei-cn-sp-metadata.xml").read_bytes())  # advertises no SigningMethod
+    (first,) = [p.stem for p in env.config.key_dir.glob("*.key")]
+    out = keys(env, "new", "--algorithm", "ec-p256", "--days", "90").output
+    found = re.search(r"added key ([0-9a-f]{16})", out)
+    assert found
+    ec_key = found.group(1)
+    keys(env, "confirm-published", ec_key, "--sp", "huawei-cn")
+    refused = keys(env, "activate", ec_key, ok=False).output
+    assert "[key_algorithm_unsupported]" in refused and "huawei-cn" in refused and "ecdsa-sha256" in refused
+    assert "does not advertise ECDSA-SHA256" in keys(env, "status").output
+    assert states(env)[first] == "active"
+    keys(env, "activate", ec_key, "--force", "--reason", "Huawei confirmed ECDSA by ticket 7")
+    assert states(env)[ec_key] == "active"
+    store = Store.from_url(env.config.database_url)
+    try:
+        forced = [e for e in store.recent_events(20) if e.reason_code == "key_activate_forced"]
+    finally:
+        store.dispose()
+    assert forced and forced[0].detail and any("ecdsa" in b for b in forced[0].detail["blockers"])
+
+
+def test_an_ecdsa_key_activates_for_an_sp_that_advertises_it(env: Env) -> None:
+    from idp_bridge.saml.algorithms import ECDSA_SHA256, RSA_SHA256
+    from idp_bridge.saml.metadata import build_sp_metadata
+    from tests.journey import SP_ACS, SP_ENTITY_ID
+
+    use_sp_metadata(env, build_sp_metadata(entity_id=SP_ENTITY_ID, acs_url=SP_ACS,
+                                           certificate=env.huawei_key.certificate,
+                                           signing_methods=[RSA_SHA256, ECDSA_SHA256]))
+    out = keys(env, "new", "--algorithm", "ec-p256", "--days", "90").output
+    found = re.search(r"added key ([0-9a-f]{16})", out)
+    assert found
+    keys(env, "confirm-published", found.group(1), "--sp", "huawei-cn")
+    keys(env, "activate", found.group(1))
+    assert states(env)[found.group(1)] == "active"
+
+
+def test_list_columns_line_up_with_an_ecdsa_key(env: Env) -> None:
+    keys(env, "new", "--algorithm", "ec-p256", "--days", "90")
+    lines = keys(env, "list").output.splitlines()
+    header, rows = lines[0], [line for line in lines[1:] if re.match(r"[0-9a-f]{16} ", line)]
+    assert {"rsa-2048", "ec-secp256r1"} <= {row.split()[2] for row in rows}
+    for column, pattern in (("not-after", r"\d{4}-\d{2}-\d{2}"), ("fingerprint", r"[0-9A-F]{2}:")):
+        at = header.index(column)
+        for row in rows:
+            found = re.search(pattern, row)
+            assert found and found.start() == at, (column, header, row)
 
 
 def test_retiring_key_is_kept_for_the_grace_period(env: Env) -> None:
@@ -168,7 +309,9 @@ def test_import_refusals(env: Env, tmp_path: Path, case: str, code: str) -> None
     cert = make_key("other").cert_pem if case == "mismatch" else key.cert_pem
     (tmp_path / "k.pem").write_bytes(key.key_pem)
     (tmp_path / "c.pem").write_bytes(cert)
+    keys(env, "status")  # any keys command records the bootstrap key first
     before = states(env)
+    assert list(before.values()) == ["active"]
     out = keys(env, "import", "--key", str(tmp_path / "k.pem"), "--cert", str(tmp_path / "c.pem"), ok=False).output
     assert f"[{code}]" in out
     assert states(env) == before and len(list(env.config.key_dir.glob("*.key"))) == 1

@@ -251,3 +251,49 @@ def test_sp_metadata_builder_round_trip(metadata_schema: etree.XMLSchema) -> Non
     unsigned = parse_sp_metadata(build_sp_metadata(entity_id=HUAWEI, acs_url=HUAWEI_ACS, certificate=cert,
                                                    authn_requests_signed=False, want_assertions_signed=False))
     assert not unsigned.authn_requests_signed and not unsigned.want_assertions_signed
+
+
+# --------------------------------------------------------------------------- algorithm support (alg:SigningMethod)
+
+ALG = "urn:oasis:names:tc:SAML:metadata:algsupport"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+
+
+def test_huawei_metadata_advertises_no_signing_method() -> None:
+    huawei = parse_sp_metadata((FIXTURES / "huawei-cn-sp-metadata.xml").read_bytes())
+    assert huawei.signing_methods == ()
+
+
+def test_signing_methods_from_entity_and_sp_descriptor_extensions() -> None:
+    cert_b64 = "".join(cached_key("sim-sp").cert_pem.decode().strip().splitlines()[1:-1])
+    xml = f"""<md:EntityDescriptor xmlns:md="{NS_MD}" xmlns:ds="{NS_DS}" xmlns:alg="{ALG}" entityID="{HUAWEI}">
+      <md:Extensions>
+        <alg:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>
+        <alg:SigningMethod Algorithm="{ECDSA_SHA256}" MinKeySize="256"/>
+      </md:Extensions>
+      <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+        <md:Extensions>
+          <alg:SigningMethod Algorithm="{RSA_SHA256}"/>
+          <alg:SigningMethod Algorithm=" {ECDSA_SHA256} "/>
+        </md:Extensions>
+        <md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}
+        </ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>
+        <md:AssertionConsumerService Binding="{BINDING_POST}" Location="{HUAWEI_ACS}" index="0"/>
+      </md:SPSSODescriptor>
+    </md:EntityDescriptor>""".encode()
+    assert parse_sp_metadata(xml).signing_methods == (ECDSA_SHA256, RSA_SHA256)
+    # an alg:SigningMethod outside md:Extensions is not an advertisement
+    stray = xml.replace(b"<md:Extensions>", b"<md:Extensions><x xmlns='urn:x'>", 1).replace(
+        b"</md:Extensions>", b"</x></md:Extensions>", 1)
+    assert parse_sp_metadata(stray).signing_methods == (RSA_SHA256, ECDSA_SHA256)
+
+
+def test_sp_metadata_builder_advertises_signing_methods(metadata_schema: etree.XMLSchema) -> None:
+    cert = cached_key("sim-sp").certificate
+    xml = build_sp_metadata(entity_id=HUAWEI, acs_url=HUAWEI_ACS, certificate=cert,
+                            signing_methods=[ECDSA_SHA256, RSA_SHA256])
+    assert metadata_schema.validate(etree.fromstring(xml)), metadata_schema.error_log
+    assert parse_sp_metadata(xml).signing_methods == (ECDSA_SHA256, RSA_SHA256)
+    plain = build_sp_metadata(entity_id=HUAWEI, acs_url=HUAWEI_ACS, certificate=cert)
+    assert b"algsupport" not in plain and parse_sp_metadata(plain).signing_methods == ()

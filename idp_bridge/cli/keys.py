@@ -14,9 +14,16 @@ from ..rotation import Rotation
 from ..saml.algorithms import fingerprint
 from . import _bridge, main
 
+#: wide enough for every algorithm name KeyEntry.algorithm gives (``ec-secp256r1`` is the longest)
+ALG_WIDTH = 12
+
 
 def _rotation(ctx: click.Context) -> Rotation:
-    return Rotation(_bridge(ctx))
+    """Every ``keys`` command first records the bootstrap state (the single key of a fresh install is
+    active), so that what it reads and says matches the key that signs."""
+    rot = Rotation(_bridge(ctx))
+    rot.bootstrap()
+    return rot
 
 
 def _step(ctx: click.Context) -> None:
@@ -39,7 +46,8 @@ def keys_list(ctx: click.Context) -> None:
                          passphrase=cfg.key_passphrase, strict=False, extra_signers=rot.bridge.keys.hsm_signers())
     now = dt.datetime.now(dt.UTC)
     loaded: dict[str, KeyEntry] = {e.key_id: e for e in ring.entries}
-    click.echo("id                state     algorithm  not-after   days  fingerprint (SHA-256)")
+    click.echo(f"{'id':<17} {'state':<9} {'algorithm':<{ALG_WIDTH}} {'not-after':<10}  {'days':>4}  "
+               "fingerprint (SHA-256)")
     ids = list(dict.fromkeys([*loaded, *records]))
     for kid in ids:
         entry = loaded.get(kid)
@@ -58,7 +66,7 @@ def keys_list(ctx: click.Context) -> None:
         warn = ""
         if state != "retired" and days < cfg.keys.expiry_warning_days:
             warn = "  EXPIRED" if days < 0 else f"  EXPIRES IN {days} DAYS"
-        click.echo(f"{kid:<17} {state:<9} {alg:<10} {cert.not_valid_after_utc:%Y-%m-%d}  {days:>4}  "
+        click.echo(f"{kid:<17} {state:<9} {alg:<{ALG_WIDTH}} {cert.not_valid_after_utc:%Y-%m-%d}  {days:>4}  "
                    f"{fingerprint(cert)}{warn}")
     for p in ring.problems:
         click.echo(f"REFUSED {p.key_id} ({p.path}): {p.message} [{p.code}]")

@@ -38,6 +38,8 @@ from .xml import (
 PROTOCOL_SAML2 = "urn:oasis:names:tc:SAML:2.0:protocol"
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _MIN_RSA_BITS = 2048
+#: SAML V2.0 Metadata Profile for Algorithm Support (alg:SigningMethod, alg:DigestMethod).
+NS_ALGSUPPORT = "urn:oasis:names:tc:SAML:metadata:algsupport"
 
 
 # --------------------------------------------------------------------------- model
@@ -62,6 +64,9 @@ class ServiceProviderMetadata:
     name_id_formats: tuple[str, ...]
     valid_until: datetime | None
     raw: bytes
+    #: ``alg:SigningMethod Algorithm`` URIs the SP advertises (SAML metadata algorithm-support profile), in
+    #: document order: the EntityDescriptor's md:Extensions, then the SPSSODescriptor's. Empty: none advertised.
+    signing_methods: tuple[str, ...] = ()
 
     @property
     def acs_locations(self) -> tuple[str, ...]:
@@ -184,6 +189,18 @@ def _valid_until(elements: Sequence[etree._Element]) -> datetime | None:
     return min(values) if values else None
 
 
+def _signing_methods(elements: Sequence[etree._Element]) -> tuple[str, ...]:
+    """``alg:SigningMethod/@Algorithm`` under each element's own md:Extensions (duplicates dropped)."""
+    methods: list[str] = []
+    for el in elements:
+        for ext in el.findall(qname(NS_MD, "Extensions")):
+            for method in ext.findall(qname(NS_ALGSUPPORT, "SigningMethod")):
+                uri = (method.get("Algorithm") or "").strip()
+                if uri and uri not in methods:
+                    methods.append(uri)
+    return tuple(methods)
+
+
 def parse_sp_metadata(xml: bytes) -> ServiceProviderMetadata:
     """Read SP metadata (EntityDescriptor, or EntitiesDescriptor holding exactly one SP)."""
     root = parse_untrusted(xml, what="SP metadata", error=MetadataError)
@@ -238,6 +255,7 @@ def parse_sp_metadata(xml: bytes) -> ServiceProviderMetadata:
         name_id_formats=tuple((el.text or "").strip() for el in sp.findall(qname(NS_MD, "NameIDFormat"))),
         valid_until=_valid_until([*parents, sp]),
         raw=xml,
+        signing_methods=_signing_methods([entity, sp]),
     )
 
 
@@ -346,10 +364,17 @@ def build_idp_metadata(*, entity_id: str, sso_url: str, certificates: Sequence[x
 
 
 def build_sp_metadata(*, entity_id: str, acs_url: str, certificate: x509.Certificate,
-                      authn_requests_signed: bool = True, want_assertions_signed: bool = True) -> bytes:
-    """SP metadata shaped like Huawei IAM's (for our Huawei IAM simulator and tests)."""
-    root = etree.Element(qname(NS_MD, "EntityDescriptor"), nsmap={"md": NS_MD, "ds": NS_DS})
+                      authn_requests_signed: bool = True, want_assertions_signed: bool = True,
+                      signing_methods: Sequence[str] = ()) -> bytes:
+    """SP metadata shaped like Huawei IAM's (for our Huawei IAM simulator and tests). ``signing_methods``:
+    algorithm URIs to advertise as ``alg:SigningMethod`` in the EntityDescriptor's md:Extensions."""
+    nsmap = {"md": NS_MD, "ds": NS_DS, **({"alg": NS_ALGSUPPORT} if signing_methods else {})}
+    root = etree.Element(qname(NS_MD, "EntityDescriptor"), nsmap=nsmap)
     root.set("entityID", entity_id)
+    if signing_methods:
+        ext = etree.SubElement(root, qname(NS_MD, "Extensions"))
+        for uri in signing_methods:
+            etree.SubElement(ext, qname(NS_ALGSUPPORT, "SigningMethod"), Algorithm=uri)
     sp = etree.SubElement(root, qname(NS_MD, "SPSSODescriptor"))
     sp.set("AuthnRequestsSigned", "true" if authn_requests_signed else "false")
     sp.set("WantAssertionsSigned", "true" if want_assertions_signed else "false")

@@ -2,7 +2,8 @@
 
 State changes happen in one write transaction each (SQLite holds the write lock, PostgreSQL locks
 the rows with ``FOR UPDATE``), and a partial unique index keeps at most one ``active`` row whatever
-happens, so exactly one key signs once the first key is recorded.
+happens, so exactly one key signs once the first key is recorded. At most three keys are
+published (next, active, retiring) - a fourth is refused in the same transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "retiring": ("active", "retired"),  # back to active = roll back a rotation
     "retired": (),
 }
+
+
+#: Metadata lists at most this many signing keys (next, active, retiring).
+MAX_PUBLISHED = 3
+_PUBLISHED = ("next", "active", "retiring")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,11 @@ def register_key(db: Database, key_id: str, *, state: str, now: datetime) -> Non
         if state not in ("next", "active"):
             raise KeyError_(f"a new key starts as next (or active when it is the first); got {state!r}",
                             code="key_state")
+        published = sorted(k for k, s in states.items() if s in _PUBLISHED)
+        if len(published) >= MAX_PUBLISHED:  # checked under the write lock: two concurrent adds cannot both pass
+            raise KeyError_(f"the metadata already lists {len(published)} signing keys ({', '.join(published)}); "
+                            f"at most {MAX_PUBLISHED} (next, active, retiring): retire one first",
+                            code="key_ring_full")
         conn.execute(insert(KeyStateRow).values(key_id=key_id, state=state, changed_at=now, published_at=now))
 
 

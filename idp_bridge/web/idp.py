@@ -21,7 +21,9 @@ bp = Blueprint("idp", __name__)
 def metadata() -> Response:
     b = bridge()
     meta = b.metadata()
-    # ``?sp=NAME`` attributes the fetch to a configured SP: evidence for `keys activate` (see keys status).
+    # Every fetch is recorded (when, from where, ETag, key set). It is evidence for `keys activate` only when
+    # it came from a network in that SP's ``metadata_fetchers`` (``?sp=NAME``, if given, must name that SP):
+    # rotation.judge_fetch decides, and `keys status` says which fetches counted and why others did not.
     sp_name = request.args.get("sp")
     sp = sp_name if sp_name in {s.name for s in b.config.service_providers} else None
     b.store.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
