@@ -4,14 +4,17 @@ against a bridge whose SP metadata is stale (the simulator rotated its key after
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from werkzeug.serving import make_server
 
 from idp_bridge.bridge import Bridge
+from idp_bridge.cli import main
 from idp_bridge.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
 from idp_bridge.diagnostics.trust_test import run_against, run_with_builtin_simulator
 from idp_bridge.simulator import SimulatorConfig, create_simulator_app
@@ -121,3 +124,81 @@ def test_builtin_simulator_run_passes() -> None:
     report = run_with_builtin_simulator()
     assert report.ok, report.render()
     assert [i.name for i in report.items] == JOURNEY
+
+
+def test_cli_fails_with_the_stale_metadata_reason(tmp_path: Path) -> None:
+    """`idp-bridge --config <the bridge's> trust-test --url …` exits non-zero and says why."""
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
+                                     platform_port=free_port()))
+    user = DEMO_USERS[0]
+    store = Store.from_url(setup.config.database_url)
+    try:
+        assert run_against(setup.bridge_url, user=user.user_id, password=user.password,
+                           bridge=Bridge(setup.config, store)).ok  # the bridge now holds the simulator's metadata
+        _rotate_simulator_key(setup)
+        result = CliRunner().invoke(main, ["--config", str(setup.config.path), "trust-test", "--url",
+                                           setup.bridge_url, "--user", user.user_id, "--password", user.password])
+    finally:
+        setup.shutdown()
+        store.dispose()
+    assert result.exit_code == 1, result.output
+    assert "✗ bridge answers with a Response" in result.stdout
+    assert "SP metadata is stale" in result.stdout
+    assert "fix: refresh the SP metadata on the bridge" in result.stdout
+    assert "NOT OK" in result.stdout
+
+
+@pytest.mark.parametrize("with_config", [True, False], ids=["with the bridge's config", "without config"])
+def test_cli_unknown_sp_is_named_plainly(tmp_path: Path, with_config: bool) -> None:
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
+                                     platform_port=free_port()))
+    user = DEMO_USERS[0]
+    config = str(setup.config.path) if with_config else str(tmp_path / "nonexistent.toml")
+    try:
+        result = CliRunner().invoke(main, ["--config", config, "trust-test", "--url", setup.bridge_url, "--sp",
+                                           "nosuch", "--user", user.user_id, "--password", user.password])
+    finally:
+        setup.shutdown()
+    assert result.exit_code == 1, result.output
+    assert f"✗ login link: SP 'nosuch' is unknown to the bridge at {setup.bridge_url} (it knows: huawei-sim)" \
+        in result.stdout, result.stdout
+    assert "pass --sp with the name of a configured SP" in result.stdout
+    assert "HTTP 500" not in result.stdout
+    assert "sign-in" in result.stdout and "✗ sign-in" not in result.stdout
+
+
+def test_cli_builtin_run_passes_with_a_clean_stderr() -> None:
+    """No werkzeug request lines and no audit JSON lines from the throwaway in-process servers."""
+    result = subprocess.run(idp_bridge_cmd("trust-test"), capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "9 passed, 0 failed — OK" in result.stdout
+    assert result.stderr == ""
+
+
+def test_cli_builtin_unknown_sp_is_named_plainly_with_a_clean_stderr() -> None:
+    result = subprocess.run(idp_bridge_cmd("trust-test", "--sp", "nosuch"), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SP 'nosuch' is unknown to the bridge" in result.stdout and "[sp_unknown]" in result.stdout
+    assert result.stderr == ""
+
+
+def test_other_servers_in_the_process_still_log_requests_after_a_builtin_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The silencing is for trust-test's own servers only: a werkzeug server started afterwards logs as usual."""
+    assert run_with_builtin_simulator().ok
+    from flask import Flask
+
+    app = Flask("other")
+    app.add_url_rule("/", "index", lambda: "hi")
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            wait_http(f"http://127.0.0.1:{port}/")
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert any('"GET / HTTP/1.1" 200' in r.getMessage() for r in caplog.records if r.name == "werkzeug")

@@ -19,13 +19,18 @@ certificate the SP signs with against the one the bridge holds.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import socketserver
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urljoin, urlsplit
+
+from werkzeug.serving import WSGIRequestHandler
 
 from ..saml.algorithms import fingerprint
 from ..saml.bindings import decode_post, decode_redirect, verify_redirect_signature
@@ -116,18 +121,33 @@ class TrustTest:
         except OSError as exc:
             raise self.fail(name, f"POST {url}: {exc}", "check the address and that the server runs") from exc
 
-    def refusal_reason(self, res: HttpResult) -> str:
+    def refusal(self, res: HttpResult) -> tuple[str | None, str]:
+        """(reason code from the bridge's audit trail when readable, the refusal explained)."""
         cid = res.headers.get("X-Correlation-Id") or ""
         if self.bridge is not None and cid:
             try:
                 for ev in self.bridge.store.recent_events(200):
                     if ev.correlation_id == cid and ev.outcome != "ok":
                         reason = (ev.detail or {}).get("reason") or ""
-                        return f"[{ev.reason_code}] {reason} (correlation id {cid})"
+                        return ev.reason_code, f"[{ev.reason_code}] {reason} (correlation id {cid})"
             except Exception as exc:  # noqa: BLE001 - the report says it could not look
-                return f"HTTP {res.status}, correlation id {cid} (audit trail unreadable: {exc})"
-        return (f"HTTP {res.status}, correlation id {cid or '?'}: look it up with `idp-bridge audit` or in the "
-                "bridge log (run trust-test with --config of that bridge to see the reason here)")
+                return None, f"HTTP {res.status}, correlation id {cid} (audit trail unreadable: {exc})"
+        return None, (f"HTTP {res.status}, correlation id {cid or '?'}: look it up with `idp-bridge audit` or in "
+                      "the bridge log (run trust-test with --config of that bridge to see the reason here)")
+
+    def refusal_reason(self, res: HttpResult) -> str:
+        return self.refusal(res)[1]
+
+    def offered_sps(self) -> list[str] | None:
+        """The SPs the bridge offers the signed-in customer (its start page's console links); None if unknown."""
+        try:
+            page = self.http.get(self.base + "/")
+        except OSError:
+            return None
+        if page.status != 200:
+            return None
+        prefix = "open-console-"
+        return [i[len(prefix):] for i in _parse(page).links if i.startswith(prefix)] or None
 
     # -- the journey -------------------------------------------------------------------------------
     def run(self) -> Report:
@@ -175,7 +195,17 @@ class TrustTest:
         res = self.get(name, self.base + "/go" + (f"?sp={self.sp}" if self.sp else ""))
         link = res.location
         if res.status not in (302, 303) or not link:
-            raise self.fail(name, f"/go answered HTTP {res.status}: {self.refusal_reason(res)}",
+            code, reason = self.refusal(res)
+            if self.sp and 400 <= res.status < 500:
+                offered = self.offered_sps()
+                if code == "sp_unknown" or (offered is not None and self.sp not in offered):
+                    known = ", ".join(offered) if offered else "see `idp-bridge sp list` on the bridge host"
+                    raise self.fail(name, f"SP {self.sp!r} is unknown to the bridge at {self.base} (it knows: "
+                                    f"{known}); /go?sp={self.sp} was refused: {reason}",
+                                    "pass --sp with the name of a configured SP (`idp-bridge sp list`), or add "
+                                    "this one with `idp-bridge sp add`", expected=f"one of: {known}",
+                                    actual=self.sp)
+            raise self.fail(name, f"/go answered HTTP {res.status}: {reason}",
                             "configure an SP (`idp-bridge sp add`) and check `idp-bridge check`")
         parts = urlsplit(link)
         q = parse_qs(parts.query)
@@ -366,6 +396,35 @@ def run_against(base_url: str, *, user: str, password: str, sp: str | None = Non
     return TrustTest(base_url, user=user, password=password, sp=sp, bridge=bridge).run()
 
 
+_Handler = Callable[..., socketserver.BaseRequestHandler]
+
+
+class _MuteApps(logging.Filter):
+    """Drops records logged while one of these Flask apps handles a request (in that request's thread)."""
+
+    def __init__(self, app_ids: set[int]) -> None:
+        super().__init__()
+        self.app_ids = app_ids
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import current_app, has_app_context
+
+        return not (has_app_context() and id(current_app._get_current_object()) in self.app_ids)  # type: ignore[attr-defined]
+
+
+def _quiet(handler: _Handler) -> _Handler:
+    """The server's request handler without werkzeug's per-request log line (errors are still logged)."""
+    if not isinstance(handler, type) or not issubclass(handler, WSGIRequestHandler):
+        return handler  # type: ignore[return-value]  # narrowed to type[object] by isinstance; unchanged
+    base: type[WSGIRequestHandler] = handler
+
+    class Quiet(base):  # type: ignore[valid-type,misc]  # a subclass of the server's own handler class
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    return Quiet
+
+
 def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = None) -> Report:
     """Start the demo (bridge + Huawei IAM simulator) in-process on free ports, run the journey, stop."""
     import socket
@@ -382,11 +441,19 @@ def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = 
     with tempfile.TemporaryDirectory(prefix="idp-bridge-trust-") as tmp:
         setup = start_demo(prepare_demo(workdir or Path(tmp), port=free_port(), simulator_port=free_port(),
                                          platform_port=free_port()))
+        # This throwaway bridge and simulator write nothing to the terminal: no werkzeug request lines, no
+        # audit JSON lines (the report says it all). Only these servers: other servers and apps still log.
+        for server in setup.servers:
+            server.RequestHandlerClass = _quiet(server.RequestHandlerClass)
+        mute = _MuteApps({id(server.app) for server in setup.servers})
+        audit_log = logging.getLogger("idp_bridge.audit")
+        audit_log.addFilter(mute)
         store = Store.from_url(setup.config.database_url)
         try:
             user = DEMO_USERS[0]
             return run_against(setup.bridge_url, user=user.user_id, password=user.password, sp=sp,
                                bridge=Bridge(setup.config, store))
         finally:
+            audit_log.removeFilter(mute)
             setup.shutdown()
             store.dispose()
