@@ -123,3 +123,24 @@ def test_healthz_reports_the_refusal_and_expiry(env: Env, store: Store) -> None:
     assert "chmod 600" in report["key_reload_error"]
     assert [k["state"] for k in report["keys"]] == ["active"]
     assert report["keys"][0]["expiring"] is True  # the test key is valid for 30 days
+
+
+def test_expiry_is_warned_in_the_log_once(env: Env, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="idp_bridge.keys")
+    keys = provider(env, store)  # the env key is valid for 30 days; the warning window is 30 days
+    active = keys.ring().active
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "expires" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    message = warnings[0].getMessage()
+    assert active.key_id in message and active.not_after.isoformat() in message and "keys status" in message
+    keys.ring()
+    keys.ring()  # reloads: the same key is not warned about again
+    assert len([r for r in caplog.records if "expires" in r.getMessage()]) == 1
+
+
+def test_no_expiry_warning_for_a_long_lived_key(tmp_path: Path, db_url: str, store: Store,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="idp_bridge.keys")
+    env = make_env(tmp_path / "long", db_url, key_days=365)
+    provider(env, store).ring()
+    assert not [r for r in caplog.records if "expires" in r.getMessage()]
