@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 
+from .background import Periodic
 from .store import Store
 
 log = logging.getLogger("idp_bridge.housekeeping")
@@ -25,26 +25,10 @@ def purge_once(store: Store, *, now: dt.datetime | None = None) -> dict[str, int
     return counts
 
 
-class PurgeLoop:
-    def __init__(self, store: Store, *, interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
-        self.store = store
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+def purge_loop(store: Store, *, interval: float = DEFAULT_INTERVAL_SECONDS) -> Periodic:
+    """``purge_once`` every ``interval`` seconds (first after one interval: start-up stays quick)."""
+    def job() -> bool:
+        purge_once(store)
+        return False
 
-    def run_forever(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                purge_once(self.store)
-            except Exception:  # a database hiccup must not kill the loop
-                log.exception("purge of expired rows failed")
-
-    def start(self) -> PurgeLoop:
-        self._thread = threading.Thread(target=self.run_forever, name="idp-bridge-purge", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    return Periodic("idp-bridge-purge", job, interval=interval, wait_first=True)

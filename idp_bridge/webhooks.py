@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .audit import audit
+from .background import Periodic
 from .store import Store
 from .store.outbox import OutboxMessage
 
@@ -130,37 +130,12 @@ def deliver_due(store: Store, settings: WebhookSettings, *, now: dt.datetime | N
     return results
 
 
-class DeliveryLoop:
-    """Runs ``deliver_due`` every ``interval`` seconds until stopped (a daemon thread in web processes)."""
-
-    def __init__(self, store: Store, settings: WebhookSettings, *, interval: float = 2.0,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
-        self.store = store
-        self.settings = settings
-        self.interval = interval
-        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = len(deliver_due(self.store, self.settings, now=self.clock())) > 0
-            except Exception:  # a database hiccup must not kill the loop
-                log.exception("webhook delivery pass failed")
-                busy = False
-            if not busy:
-                self._stop.wait(self.interval)
-
-    def start(self) -> DeliveryLoop:
-        self._thread = threading.Thread(target=self.run_forever, name="idp-bridge-webhooks", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+def delivery_loop(store: Store, settings: WebhookSettings, *, interval: float = 2.0,
+                  clock: Callable[[], dt.datetime] | None = None) -> Periodic:
+    """``deliver_due`` every ``interval`` seconds, at once again while there was work (web processes)."""
+    now = clock or (lambda: dt.datetime.now(dt.UTC))
+    return Periodic("idp-bridge-webhooks", lambda: len(deliver_due(store, settings, now=now())) > 0,
+                    interval=interval)
 
 
 def settings_from_config(url: str | None, secret: str | None) -> WebhookSettings | None:

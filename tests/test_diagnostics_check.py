@@ -306,9 +306,9 @@ def break_rsa_1024(env: Env, ctx: Ctx) -> dict[str, str] | None:
 
 
 def break_exported_file_with_private_key(env: Env, ctx: Ctx) -> dict[str, str] | None:
-    """An operator pasted a private key into the exported file (a comment) before uploading it."""
+    """An operator pasted the signing key (generated at test time) into the exported file before uploading it."""
     path = env.config.metadata_file
-    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    pem = only_key(env)[0].read_text()
     path.write_bytes(path.read_bytes() + f"<!-- {pem} -->\n".encode())
     return None
 

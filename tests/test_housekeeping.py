@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from idp_bridge.cli import main
-from idp_bridge.housekeeping import PurgeLoop
+from idp_bridge.housekeeping import purge_loop
 from idp_bridge.store import Store
 from idp_bridge.store.tables import ReplayId, SessionRow
 from tests.journey import make_env
@@ -43,7 +43,7 @@ def test_db_purge_command(tmp_path: Path, store: Store, db_url: str) -> None:
 
 def test_purge_loop_runs_by_itself(store: Store) -> None:
     _seed(store)
-    loop = PurgeLoop(store, interval=0.05).start()
+    loop = purge_loop(store, interval=0.05).start()
     try:
         deadline = time.monotonic() + 10
         while _counts(store) != (1, 1) and time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from flask import Flask
 from ..audit import configure_logging
 from ..bridge import Bridge
 from ..config import Config, load_config
-from ..housekeeping import PurgeLoop
+from ..housekeeping import purge_loop
 from ..store import Store
 from . import account, debug, errors, health, idp, platform, security
 from .sessions import StoreSessionInterface
@@ -46,15 +46,15 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     for blueprint in (idp.bp, account.bp, health.bp, platform.bp, debug.bp):
         app.register_blueprint(blueprint)
     _start_webhook_loop(app, bridge)
-    app.extensions["idp_bridge_purge"] = PurgeLoop(bridge.store).start()
+    app.extensions["idp_bridge_purge"] = purge_loop(bridge.store).start()
     return app
 
 
 def _start_webhook_loop(app: Flask, bridge: Bridge) -> None:
     """Deliver binding webhooks from this process too (safe with many workers: claims are atomic)."""
-    from ..webhooks import DeliveryLoop, settings_from_config
+    from ..webhooks import delivery_loop, settings_from_config
 
     p = bridge.config.platform
     settings = settings_from_config(p.webhook_url, p.webhook_secret)
     if settings is not None and p.webhook_in_process:
-        app.extensions["idp_bridge_webhooks"] = DeliveryLoop(bridge.store, settings).start()
+        app.extensions["idp_bridge_webhooks"] = delivery_loop(bridge.store, settings).start()

@@ -1,0 +1,45 @@
+"""A daemon thread that runs one job every ``interval`` seconds until stopped.
+
+The job returns True when there may be more work right away (run again without waiting). A
+failing pass is logged and the loop goes on: a database hiccup must not end it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("idp_bridge.background")
+
+
+class Periodic:
+    def __init__(self, name: str, job: Callable[[], bool], *, interval: float, wait_first: bool = False) -> None:
+        self.name = name
+        self.job = job
+        self.interval = interval
+        self.wait_first = wait_first
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_forever(self) -> None:
+        if self.wait_first and self._stop.wait(self.interval):
+            return
+        while not self._stop.is_set():
+            try:
+                again = self.job()
+            except Exception:
+                log.exception("%s: pass failed", self.name)
+                again = False
+            if not again:
+                self._stop.wait(self.interval)
+
+    def start(self) -> Periodic:
+        self._thread = threading.Thread(target=self.run_forever, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
