@@ -55,6 +55,15 @@ def create_simulator_app(config: SimulatorConfig) -> Flask:
     def error_page(status: int, title: str, message: str) -> Response:
         return page("error.html", status, title=title, message=message)
 
+    def load_idp_or_page(x_account_type: str) -> IdpMetadata | Response:
+        """The IdP metadata for this platform, fetched fresh; a 502 page naming the problem when unusable."""
+        try:
+            return load_idp(x_account_type)
+        except BridgeError as exc:
+            return error_page(502, "IdP metadata unusable",
+                              f"The IdP metadata for xAccountType {x_account_type!r} could not be used: "
+                              f"{exc.operator}")
+
     def load_idp(x_account_type: str) -> IdpMetadata:
         return parse_idp_metadata(fetch_metadata(config.idp_metadata[x_account_type]))
 
@@ -74,12 +83,9 @@ def create_simulator_app(config: SimulatorConfig) -> Flask:
                               f"{x_account_type or '(nothing)'!r}; this simulator knows: {known}.")
         is_first_login = request.args.get("isFirstLogin", "false").strip().lower() == "true"
         service = request.args.get("service") or None
-        try:
-            idp = load_idp(x_account_type)
-        except BridgeError as exc:
-            return error_page(502, "IdP metadata unusable",
-                              f"The IdP metadata for xAccountType {x_account_type!r} could not be used: "
-                              f"{exc.operator}")
+        idp = load_idp_or_page(x_account_type)
+        if isinstance(idp, Response):
+            return idp
         now = config.clock()
         request_id = new_request_id()
         xml = build_authn_request(issuer=config.entity_id, destination=idp.sso_redirect_url,
@@ -114,12 +120,9 @@ def create_simulator_app(config: SimulatorConfig) -> Flask:
             report = ResponseReport(checks=[_relay_check(None, relay_state)])
             state.last_report = _report_json(report, None, None, relay_state)
             return page("refused.html", 403, report=report, x_account_type=None)
-        try:
-            idp = load_idp(x_account_type)
-        except BridgeError as exc:
-            return error_page(502, "IdP metadata unusable",
-                              f"The IdP metadata for xAccountType {x_account_type!r} could not be used: "
-                              f"{exc.operator}")
+        idp = load_idp_or_page(x_account_type)
+        if isinstance(idp, Response):
+            return idp
         report = check_response(xml, idp=idp, sp_entity_id=config.entity_id, acs_url=config.acs_url,
                                 expected_request_ids=expected_ids, now=config.clock(), skew=config.skew,
                                 require_signed_assertion=True)
