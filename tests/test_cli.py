@@ -41,6 +41,9 @@ def test_init_writes_config_key_and_metadata(workdir: Path) -> None:
     cert = x509.load_pem_x509_certificate(key_file.with_suffix(".crt").read_bytes())
     public = cert.public_key()
     assert isinstance(public, rsa.RSAPublicKey) and public.key_size == 3072
+    from idp_bridge.store import Store
+
+    assert Store.from_url(config.database_url).key_states() == {key_file.stem: "active"}  # recorded, not implied
     exported = workdir / "metadata" / "IDP Metadata.xml"
     assert exported.exists() and "IDP Metadata.xml" in out
     text = exported.read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
+from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from idp_bridge.bridge import Bridge
@@ -281,7 +282,8 @@ def break_sso_bad_gateway(env: Env, ctx: Ctx) -> dict[str, str] | None:
 
 
 def break_no_active_key_two_unrecorded_pairs(env: Env, ctx: Ctx) -> dict[str, str] | None:
-    """A second pair copied into key_dir by hand (not `keys new`): no state recorded, so no key is active."""
+    """A second pair copied into key_dir by hand (not `keys new`): the bridge records its first key as active at
+    start-up, so the copy is a stray the key ring never uses — check names it."""
     generate_key(env.config.key_dir, common_name="copied-in", algorithm="rsa-2048", days=365)
     return None
 
@@ -290,7 +292,10 @@ def break_only_key_recorded_as_next(env: Env, ctx: Ctx) -> dict[str, str] | None
     """The database says the only key is `next`: nothing signs."""
     store = Store.from_url(env.config.database_url)
     try:
-        store.register_key(only_key(env)[0].stem, state="next", now=dt.datetime.now(dt.UTC))
+        # by hand, as a bad restore or a manual edit would leave it (the commands never allow this)
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE key_states SET state = 'next' WHERE key_id = :kid"),
+                         {"kid": only_key(env)[0].stem})
     finally:
         store.dispose()
     return None
@@ -356,8 +361,8 @@ CASES: list[tuple[str, Callable[..., dict[str, str] | None], str, str, str, str]
      "HTTP 404"),
     ("SSO URL bad gateway", break_sso_bad_gateway, "our metadata", "SSO URL answering", "read the bridge log",
      "HTTP 502"),
-    ("no active key: a second pair copied in without `keys new`", break_no_active_key_two_unrecorded_pairs, "keys",
-     "key states", "idp-bridge keys activate", "no usable signing key"),
+    ("a second pair copied in without `keys new`", break_no_active_key_two_unrecorded_pairs, "keys",
+     "every key file recorded", "idp-bridge keys import", "not in the key ring"),
     ("only key recorded as next", break_only_key_recorded_as_next, "keys", "key states", "idp-bridge keys activate",
      "active now: none"),
     ("RSA-1024 key", break_rsa_1024, "keys", "{kid} size", "RSA-2048 or more", "RSA-1024"),

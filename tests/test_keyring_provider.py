@@ -114,7 +114,7 @@ def test_healthz_reports_the_refusal_and_expiry(env: Env, store: Store) -> None:
     app = create_app(env.config)
     bridge = app.extensions["idp_bridge"]
     bridge.keys._reload = 0
-    store.register_key(bridge.keys.ring().active.key_id, state="active", now=dt.datetime.now(dt.UTC))
+    assert store.key_states() == {bridge.keys.ring().active.key_id: "active"}  # recorded at start-up
     bad = make_key("bad")
     kid = drop_pair(env.config.key_dir, bad, mode=0o666)
     store.register_key(kid, state="next", now=dt.datetime.now(dt.UTC))

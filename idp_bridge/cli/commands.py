@@ -29,6 +29,7 @@ from . import _bridge, _config, main
 def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: str, days: int, force: bool) -> None:
     """Write the config, create the first signing key and export metadata/IDP Metadata.xml."""
     from ..keys import generate_key, scan_key_dir
+    from ..rotation import Rotation
 
     path = config_path(ctx.obj.get("config_path"))
     if path.exists() and not force:
@@ -51,6 +52,7 @@ def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: st
                                                 days=days, passphrase=cfg.key_passphrase)
         click.echo(f"signing key: {kid} ({algorithm}) -> {key_path} (mode 0600), certificate {cert_path}")
     bridge = _bridge(ctx)
+    Rotation(bridge).bootstrap()  # the first key is recorded as active, so states exist from the start
     _, meta = bridge.export_metadata()
     click.echo(f"config:      {path}")
     click.echo(f"entity ID:   {cfg.entity_id}")

@@ -183,6 +183,12 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
             states = store.key_states()
         except Exception as exc:  # noqa: BLE001
             report.add(g, "key states", False, f"cannot read key states: {exc}", "run `idp-bridge db upgrade`")
+    if states:
+        stray = [key_path for key_path, _ in pairs if key_path.stem not in states]
+        report.add(g, "every key file recorded", not stray,
+                   "every pair in the key folder has a recorded state" if not stray else
+                   "not in the key ring (never signs, never published): " + ", ".join(str(p) for p in stray),
+                   "add it with `idp-bridge keys import --key FILE --cert FILE` (state next), or remove it")
     try:
         ring = load_key_ring(config.key_dir, states=states, passphrase=config.key_passphrase)
         active = ring.active

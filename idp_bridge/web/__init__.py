@@ -15,6 +15,7 @@ from ..audit import configure_logging
 from ..bridge import Bridge
 from ..config import Config, load_config
 from ..housekeeping import purge_loop
+from ..rotation import Rotation
 from ..store import Store
 from . import account, debug, errors, health, idp, platform, security
 from .sessions import StoreSessionInterface
@@ -28,6 +29,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     cfg = bridge.config
     if not bridge.store.is_migrated():
         bridge.store.upgrade()
+    Rotation(bridge).bootstrap()  # a fresh install's single key is recorded as active, for every worker
     bridge.keys.ring()  # fail at start-up, not at the first login, when no key loads
 
     app = Flask(__name__)
