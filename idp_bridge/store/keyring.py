@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from idp_bridge.saml.errors import KeyError_
@@ -70,10 +70,19 @@ def key_records(db: Database) -> dict[str, KeyStateRecord]:
                 for r in conn.execute(select(KeyStateRow))}
 
 
+# Arbitrary constant for pg_advisory_xact_lock: serialises key-ring changes across workers and nodes.
+PG_KEYRING_LOCK_KEY = 0x1D_B41D_4B
+
 def _locked_states(conn: Connection) -> dict[str, str]:
-    query = select(KeyStateRow.key_id, KeyStateRow.state)
+    """The states, read under a lock that excludes every other key-ring change until commit.
+
+    SQLite: the write transaction already holds the database write lock (BEGIN IMMEDIATE).
+    PostgreSQL: row locks cannot cover rows that do not exist yet (two workers bootstrapping an
+    empty ring, two `keys new` racing the three-key cap), so take one advisory transaction lock.
+    """
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_KEYRING_LOCK_KEY})
+    query = select(KeyStateRow.key_id, KeyStateRow.state)
     return {r.key_id: r.state for r in conn.execute(query)}
 
 
