@@ -22,9 +22,10 @@ from idp_bridge.saml.metadata import build_sp_metadata
 from idp_bridge.saml.requests import build_authn_request
 from idp_bridge.saml.signing import PrivateKeySigner
 from tests.pki import TestKey, cached_key
+from tests.shared_fixtures import HUAWEI_ACS, HUAWEI_ENTITY_ID
 
-SP_ENTITY_ID = "https://auth.huaweicloud.com/"
-SP_ACS = "https://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer"
+SP_ENTITY_ID = HUAWEI_ENTITY_ID  # our test key stands in for Huawei's, at Huawei's real addresses
+SP_ACS = HUAWEI_ACS
 BASE_URL = "http://127.0.0.1:5000"
 PASSWORD = "correct horse battery"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import re
 import zlib
-from pathlib import Path
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import pytest
@@ -24,8 +23,8 @@ from idp_bridge.saml.bindings import (
 from idp_bridge.saml.errors import RequestError, SignatureError
 from idp_bridge.saml.signing import PrivateKeySigner
 from tests.pki import cached_key, make_key
+from tests.shared_fixtures import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 SSO = "https://idp.example.com/saml/sso"
 XML = (b'<?xml version="1.0" encoding="UTF-8"?><saml2p:AuthnRequest '
        b'xmlns:saml2p="urn:oasis:names:tc:SAML:2.0:protocol" ID="_abc" Version="2.0"/>')

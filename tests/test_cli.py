@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from idp_bridge.cli import main
 from idp_bridge.config import load_config
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from tests.shared_fixtures import FIXTURES
 
 
 @pytest.fixture

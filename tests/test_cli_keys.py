@@ -17,8 +17,7 @@ from idp_bridge.saml.response_checks import parse_idp_metadata
 from idp_bridge.store import Store
 from tests.journey import Env, make_env
 from tests.pki import make_key
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from tests.shared_fixtures import FIXTURES
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from idp_bridge.simulator.partner_flows import build_bind_notification
 from idp_bridge.store import Store
 from tests.journey import SP_ACS, SP_ENTITY_ID, Env, make_env
 from tests.pki import make_key
+from tests.shared_fixtures import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 SAMPLE = FIXTURES / "huawei-doc-sample-samlrequest.txt"
 SAMPLE_ID = "_th2kld6nqqaq6lbvbw1cqqkbld2m7shj5i7x"
 

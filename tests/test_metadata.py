@@ -23,11 +23,10 @@ from idp_bridge.saml.metadata import (
 )
 from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT, NS_DS, NS_MD
 from tests.pki import cached_key, make_key
+from tests.shared_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
-HUAWEI = "https://auth.huaweicloud.com/"
-HUAWEI_ACS = "https://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer"
+HUAWEI = HUAWEI_ENTITY_ID
 IDP = "https://idp.partner.example/saml/metadata"
 SSO = "https://idp.partner.example/saml/sso"
 UNTIL = datetime(2026, 1, 1, tzinfo=UTC)

@@ -23,11 +23,10 @@ from idp_bridge.saml.requests import (
 )
 from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT
 from tests.pki import cached_key
+from tests.shared_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
-HUAWEI = "https://auth.huaweicloud.com/"
-HUAWEI_ACS = "https://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer"
+HUAWEI = HUAWEI_ENTITY_ID
 SSO = "https://idp.example.com/saml/sso"
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 

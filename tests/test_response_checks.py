@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -27,11 +26,11 @@ from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT, NS_SAML, NS_SAMLP, NSMAP
 from tests.pki import cached_key
+from tests.shared_fixtures import FIXTURES
 
 IDP_ENTITY = "https://partner.example.com/saml/idp"
 SSO_URL = "https://partner.example.com/saml/sso"
 SP_ENTITY = "https://auth.huaweicloud.com/"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 ACS_URL = "https://auth.huaweicloud.com/authui/saml/SAMLAssertionConsumer"
 REQUEST_ID = "_th2kld6nqqaq6lbvbw1cqqkbld2m7shj5i7x"
 GOOD_ATTRIBUTES = {"xUserId": ["cust-1001"], "xAccountId": ["cust-1001"], "bpId": ["bp-42"],

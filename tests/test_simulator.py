@@ -10,7 +10,6 @@ import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -30,8 +29,8 @@ from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, BINDING_POST, NAMEID_T
 from idp_bridge.simulator import SimulatorConfig, create_simulator_app, fetch_metadata
 from idp_bridge.simulator.partner_flows import payment_return_link
 from tests.pki import cached_key
+from tests.shared_fixtures import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 BASE = "http://127.0.0.1:8001"
 IDP_ENTITY = "https://partner.example.com/saml/idp"
 SSO_URL = "https://partner.example.com/saml/sso"
