@@ -6,6 +6,7 @@ database with nothing else on disk.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -27,7 +28,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+@cache
 def head_revision() -> str:
+    """The newest revision this package ships (read once: the scripts do not change while we run)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships 0001
         raise RuntimeError(f"no Alembic revisions found under {MIGRATIONS_DIR}")
