@@ -179,8 +179,10 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
                   extra_signers: Sequence[Signer] = (), now: dt.datetime | None = None) -> KeyRing:
     """Load the key ring from ``key_dir`` (plus ``extra_signers``, e.g. PKCS#11 keys).
 
-    ``strict``: raise KeyError_ on the first refused key. Otherwise refused keys are listed in
-    ``KeyRing.problems`` and a key that ``previous`` held is kept as it was loaded then.
+    A refused key is listed in ``KeyRing.problems``, and a key that ``previous`` held is kept as it
+    was loaded then. ``strict`` (start-up): a refused *active* key raises KeyError_ instead, since
+    nothing could sign; a refused next or retiring key only drops out, so a bad file beside the
+    signing key can never stop a worker from (re)starting.
     """
     states = dict(states or {})
     now = now or dt.datetime.now(dt.UTC)
@@ -190,8 +192,8 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
     entries: list[KeyEntry] = []
     problems: list[KeyProblem] = []
 
-    def refuse(kid: str, path: str, exc: KeyError_) -> None:
-        if strict:
+    def refuse(kid: str, path: str, state: str, exc: KeyError_) -> None:
+        if strict and state == "active":
             raise exc
         problems.append(KeyProblem(kid, path, exc.code, exc.operator))
         kept = previous_by_id.get(kid)
@@ -212,7 +214,7 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
             if state == "active":
                 check_not_expired(cert, str(cert_path), now)
         except KeyError_ as exc:
-            refuse(file_id, str(key_path), exc)
+            refuse(file_id, str(key_path), state, exc)
             continue
         entries.append(KeyEntry(kid, cert, signer, key_path, cert_path, state))
     for signer in extra_signers:
@@ -224,7 +226,7 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
             if state == "active":
                 check_not_expired(signer.certificate, f"PKCS#11 key {signer.key_id}", now)
         except KeyError_ as exc:
-            refuse(signer.key_id, f"pkcs11:{signer.key_id}", exc)
+            refuse(signer.key_id, f"pkcs11:{signer.key_id}", state, exc)
             continue
         entries.append(KeyEntry(signer.key_id, signer.certificate, signer, Path(f"pkcs11:{signer.key_id}"),
                                 Path(f"pkcs11:{signer.key_id}"), state))

@@ -53,8 +53,10 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        output = self.stop()
+        if exc_type is not None:  # pytest shows captured stdout with the failure: the server's side of it
+            print(f"--- output of {self.proc.args!r} (exit {self.proc.returncode}) ---\n{output[-6000:]}")
 
 
 def idp_bridge_cmd(*args: str) -> list[str]:

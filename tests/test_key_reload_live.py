@@ -96,3 +96,34 @@ def test_bad_key_files_under_a_running_server_never_replace_the_signing_key(tmp_
     for reason in ("key_unreadable", "key_file_permissions"):
         assert reason in log, (reason, log[-3000:])
     assert "does not match" in log or "mismatch" in log, log[-3000:]
+
+
+def test_workers_start_beside_a_bad_next_key(tmp_path: Path, db_url: str) -> None:
+    """A worker (re)starting — gunicorn recycles them — while a broken next key sits in certs/ must boot and
+    sign with the active key; only a broken ACTIVE key may stop it."""
+    port = free_port()
+    env = make_env(tmp_path / "bridge", db_url, base_url=f"http://127.0.0.1:{port}")
+    store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
+    store.add_user("cust-1001", PASSWORD)
+    (active_key,) = env.config.key_dir.glob("*.key")
+    store.register_key(active_key.stem, state="active", now=dt.datetime.now(dt.UTC))
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other_cert = self_signed_certificate(other, common_name="next", days=30)
+    kid = key_id_for(other_cert)
+    store.register_key(kid, state="next", now=dt.datetime.now(dt.UTC))
+    store.dispose()
+    (env.config.key_dir / f"{kid}.crt").write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
+    half = env.config.key_dir / f"{kid}.key"
+    half.write_bytes(b"-----BEGIN PRIVATE KEY-----\nMIIE")
+    half.chmod(0o600)
+    base = f"http://127.0.0.1:{port}"
+    with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
+        wait_http(base + "/healthz", proc=server.proc)
+        metadata = requests.get(base + "/saml/metadata", timeout=10).content
+        (cert,) = metadata_certificate_b64(metadata)  # the broken key is not published
+        for j in range(4):  # both workers
+            verified = xmlsec1_verify(_login_response(env, base, f"_boot-{j}"), cert)
+            assert verified.returncode == 0, verified.stderr
+        assert server.proc.poll() is None
+        health = requests.get(base + "/healthz", timeout=10).json()
+        assert health["status"] == "warn" and kid in health["key_reload_error"], health
