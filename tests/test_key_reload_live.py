@@ -114,7 +114,8 @@ def test_workers_start_beside_a_bad_next_key(tmp_path: Path, db_url: str) -> Non
     store.dispose()
     (env.config.key_dir / f"{kid}.crt").write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
     half = env.config.key_dir / f"{kid}.key"
-    half.write_bytes(b"-----BEGIN PRIVATE KEY-----\nMIIE")
+    half.write_bytes(other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())[:40])  # cut off while being written
     half.chmod(0o600)
     base = f"http://127.0.0.1:{port}"
     with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
