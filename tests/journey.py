@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from idp_bridge.config import Config, load_config, write_raw_config
-from idp_bridge.keys import generate_key
+from idp_bridge.keys.files import generate_key
 from idp_bridge.saml.bindings import encode_redirect
 from idp_bridge.saml.metadata import build_sp_metadata
 from idp_bridge.saml.requests import build_authn_request
 from idp_bridge.saml.signing import PrivateKeySigner
 from tests.pki import TestKey, cached_key
-from tests.shared_fixtures import HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.huawei_fixtures import HUAWEI_ACS, HUAWEI_ENTITY_ID
 
 SP_ENTITY_ID = HUAWEI_ENTITY_ID  # our test key stands in for Huawei's, at Huawei's real addresses
 SP_ACS = HUAWEI_ACS

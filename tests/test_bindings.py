@@ -23,7 +23,7 @@ from idp_bridge.saml.bindings import (
 from idp_bridge.saml.errors import RequestError, SignatureError
 from idp_bridge.saml.signing import PrivateKeySigner
 from tests.pki import cached_key, make_key
-from tests.shared_fixtures import FIXTURES
+from tests.huawei_fixtures import FIXTURES
 
 SSO = "https://idp.example.com/saml/sso"
 XML = (b'<?xml version="1.0" encoding="UTF-8"?><saml2p:AuthnRequest '

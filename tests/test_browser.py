@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
-from idp_bridge.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
+from idp_bridge.devtools.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
 from tests.servers import free_port
 
 pytestmark = pytest.mark.browser

@@ -17,7 +17,7 @@ from idp_bridge.saml.response_checks import parse_idp_metadata
 from idp_bridge.store import Store
 from tests.journey import Env, make_env
 from tests.pki import make_key
-from tests.shared_fixtures import FIXTURES
+from tests.huawei_fixtures import FIXTURES
 
 
 @pytest.fixture

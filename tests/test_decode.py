@@ -12,16 +12,16 @@ from urllib.parse import quote, unquote, urlencode
 import pytest
 from click.testing import CliRunner
 
-from idp_bridge.bridge import Bridge
 from idp_bridge.cli import main
+from idp_bridge.devtools.simulator.partner_flows import build_bind_notification
 from idp_bridge.diagnostics.decode import decode_message
 from idp_bridge.huawei.attributes import Customer
+from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
-from idp_bridge.simulator.partner_flows import build_bind_notification
 from idp_bridge.store import Store
 from tests.journey import SP_ACS, SP_ENTITY_ID, Env, make_env
 from tests.pki import make_key
-from tests.shared_fixtures import FIXTURES
+from tests.huawei_fixtures import FIXTURES
 
 SAMPLE = FIXTURES / "huawei-doc-sample-samlrequest.txt"
 SAMPLE_ID = "_th2kld6nqqaq6lbvbw1cqqkbld2m7shj5i7x"
@@ -33,9 +33,9 @@ def env(tmp_path: Path, db_url: str) -> Env:
 
 
 @pytest.fixture
-def bridge(env: Env) -> Bridge:
+def bridge(env: Env) -> IdentityProvider:
     store = Store.from_url(env.config.database_url)
-    yield Bridge(env.config, store)  # type: ignore[misc]
+    yield IdentityProvider(env.config, store)  # type: ignore[misc]
     store.dispose()
 
 
@@ -68,7 +68,7 @@ def test_huawei_doc_sample_against_a_configured_huawei_sp(env: Env) -> None:
     assert code == 1
 
 
-def test_signed_redirect_url_verifies_and_is_accepted(env: Env, bridge: Bridge) -> None:
+def test_signed_redirect_url_verifies_and_is_accepted(env: Env, bridge: IdentityProvider) -> None:
     query = env.redirect_query(env.authn_request(request_id="_decode-1"), relay_state="rs-1")
     result = decode_message(env.config.sso_url + "?" + query, bridge=bridge)
     assert result.kind == "AuthnRequest" and result.source == "URL query"
@@ -78,7 +78,7 @@ def test_signed_redirect_url_verifies_and_is_accepted(env: Env, bridge: Bridge) 
     assert result.fields["RelayState"] == "rs-1"
 
 
-def test_redirect_url_signed_by_another_key_fails_signature(env: Env, bridge: Bridge) -> None:
+def test_redirect_url_signed_by_another_key_fails_signature(env: Env, bridge: IdentityProvider) -> None:
     from idp_bridge.saml.signing import PrivateKeySigner
 
     other = make_key("not-huawei")
@@ -89,7 +89,7 @@ def test_redirect_url_signed_by_another_key_fails_signature(env: Env, bridge: Br
     assert result.report.item("AuthnRequest", "verdict").status == "pass"  # only the signature is wrong
 
 
-def _captured_response(env: Env, bridge: Bridge, request_id: str) -> str:
+def _captured_response(env: Env, bridge: IdentityProvider, request_id: str) -> str:
     query = env.redirect_query(env.authn_request(request_id=request_id), relay_state="rs-9")
     pending = bridge.accept_redirect_request(query)
     now = dt.datetime.now(dt.UTC)
@@ -99,7 +99,7 @@ def _captured_response(env: Env, bridge: Bridge, request_id: str) -> str:
     return form.saml_response
 
 
-def test_captured_response_html_page_shows_every_check(env: Env, bridge: Bridge) -> None:
+def test_captured_response_html_page_shows_every_check(env: Env, bridge: IdentityProvider) -> None:
     b64 = _captured_response(env, bridge, "_decode-resp-1")
     page = (f'<!doctype html><html><body><form id="saml-post" method="post" action="{SP_ACS}">'
             f'<input type="hidden" name="SAMLResponse" value="{html.escape(b64)}">'
@@ -121,7 +121,7 @@ def test_captured_response_html_page_shows_every_check(env: Env, bridge: Bridge)
     assert "xUserId = cust-7" in text and "<saml:Assertion" in text
 
 
-def test_form_body_response_with_wrong_request_id_and_tampering(env: Env, bridge: Bridge) -> None:
+def test_form_body_response_with_wrong_request_id_and_tampering(env: Env, bridge: IdentityProvider) -> None:
     b64 = _captured_response(env, bridge, "_decode-resp-2")
     body = urlencode({"SAMLResponse": b64, "RelayState": "rs-9"})
     wrong = decode_message(body, bridge=bridge, request_id="_some-other-request")
@@ -135,7 +135,7 @@ def test_form_body_response_with_wrong_request_id_and_tampering(env: Env, bridge
     assert "metadata export" in tampered.report.item("SP checks", "assertion_signature").fix
 
 
-def test_response_cli_json(env: Env, bridge: Bridge) -> None:
+def test_response_cli_json(env: Env, bridge: IdentityProvider) -> None:
     b64 = _captured_response(env, bridge, "_decode-resp-3")
     code, out = cli(env, "SAMLResponse=" + quote(b64, safe="") + "&RelayState=rs-9", "--json",
                     "--request-id", "_decode-resp-3")
@@ -145,7 +145,7 @@ def test_response_cli_json(env: Env, bridge: Bridge) -> None:
     assert data["attributes"]["email"] == ["c7@partner.example"]
 
 
-def test_bind_request_form_verifies_against_sp_metadata(env: Env, bridge: Bridge) -> None:
+def test_bind_request_form_verifies_against_sp_metadata(env: Env, bridge: IdentityProvider) -> None:
     fields = build_bind_notification(env.huawei_signer, x_user_id="cust-7", domain_name="hw_cust7",
                                      domain_id="0123456789abcdef0123456789abcdef")
     result = decode_message(urlencode(fields), bridge=bridge)
@@ -164,7 +164,7 @@ def test_bind_request_form_verifies_against_sp_metadata(env: Env, bridge: Bridge
     assert "forged" in bad.report.failed[0].fix
 
 
-def test_bare_bind_request_value_decodes_without_signature(bridge: Bridge) -> None:
+def test_bare_bind_request_value_decodes_without_signature(bridge: IdentityProvider) -> None:
     value = base64.b64encode(b'{"xUserId":"u1","domainId":"d1","bindAction":0}').decode()
     result = decode_message(value, bridge=bridge)
     assert result.kind == "bindRequest" and json.loads(result.pretty)["domainId"] == "d1"

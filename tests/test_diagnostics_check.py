@@ -22,14 +22,14 @@ from lxml import etree
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
-from idp_bridge.bridge import Bridge
 from idp_bridge.cli import main
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
+from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.diagnostics.check import check_deployment, default_fetch
 from idp_bridge.diagnostics.http import HttpResult
-from idp_bridge.keys import generate_key, self_signed_certificate, write_pair
+from idp_bridge.idp.identity_provider import IdentityProvider
+from idp_bridge.keys.files import generate_key, self_signed_certificate, write_pair
 from idp_bridge.saml.metadata import build_sp_metadata
-from idp_bridge.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 from tests.journey import SP_ENTITY_ID, Env, make_env
@@ -62,7 +62,7 @@ def app_fetch(env: Env) -> Fetch:
 def env(tmp_path: Path, db_url: str) -> Env:
     e = make_env(tmp_path / "bridge", db_url)
     store = Store.from_url(db_url)
-    Bridge(e.config, store).export_metadata()
+    IdentityProvider(e.config, store).export_metadata()
     store.dispose()
     return e
 
@@ -450,7 +450,7 @@ def test_cli_check_passes_on_clean_deployment_with_running_bridge(tmp_path: Path
     port = free_port()
     e = make_env(tmp_path / "b", db_url, base_url=f"http://127.0.0.1:{port}")
     store = Store.from_url(db_url)
-    Bridge(e.config, store).export_metadata()
+    IdentityProvider(e.config, store).export_metadata()
     store.dispose()
     server = make_server("127.0.0.1", port, create_app(load_config(e.config.path, environ={})), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -482,7 +482,7 @@ def test_sp_metadata_by_url_for_all_three_sites_with_clock_offset(env: Env) -> N
                                                "--x-account-type", f"x-{site_name}", "--login-url", sim.login_url])
             assert result.exit_code == 0, result.output
         store = Store.from_url(env.config.database_url)
-        Bridge(load_config(env.config.path, environ={}), store).export_metadata()
+        IdentityProvider(load_config(env.config.path, environ={}), store).export_metadata()
         store.dispose()
         report = run(env, app_fetch(env))
     finally:

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from idp_bridge.handoff import HandoffError, HandoffKeys, verify_handoff_token
+from idp_bridge.partner.handoff import HandoffError, HandoffKeys, verify_handoff_token
 from idp_bridge.saml.errors import ConfigError
 from tests.pki import cached_key, make_key
 

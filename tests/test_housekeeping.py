@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from idp_bridge.cli import main
-from idp_bridge.housekeeping import purge_loop
+from idp_bridge.ops.housekeeping import purge_loop
 from idp_bridge.store import Store
 from idp_bridge.store.tables import ReplayId, SessionRow
 from tests.journey import make_env

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from idp_bridge.config import Pkcs11KeyConfig
-from idp_bridge.hsm import Pkcs11Signer, signer_from_config
-from idp_bridge.keys import load_key_ring
+from idp_bridge.keys.files import load_key_ring
+from idp_bridge.keys.pkcs11 import Pkcs11Signer, signer_from_config
 from idp_bridge.saml import algorithms
 from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.responses import build_response

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from idp_bridge.config import read_raw_config, write_raw_config
-from idp_bridge.keys import key_id_for, self_signed_certificate
+from idp_bridge.keys.files import key_id_for, self_signed_certificate
 from idp_bridge.store import Store
 from tests.conftest import FAST_PASSWORD_HASHER
 from tests.journey import PASSWORD, Env, extract_form, make_env, metadata_certificate_b64, xmlsec1_verify

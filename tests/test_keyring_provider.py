@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from idp_bridge.keyring_provider import KeyRingProvider
-from idp_bridge.keys import generate_key, key_id_for
+from idp_bridge.keys.files import generate_key, key_id_for
+from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.store import Store
 from tests.journey import Env, make_env
 from tests.pki import TestKey, make_key

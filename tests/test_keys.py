@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import insert
 
-from idp_bridge.bridge import Bridge, PendingLogin
 from idp_bridge.huawei.attributes import Customer
-from idp_bridge.keys import generate_key, load_key_ring
+from idp_bridge.idp.identity_provider import IdentityProvider, PendingLogin
+from idp_bridge.keys.files import generate_key, load_key_ring
 from idp_bridge.saml.errors import KeyError_
 from idp_bridge.store import Store
 from idp_bridge.store.tables import KeyStateRow
@@ -82,7 +82,7 @@ def test_evidence_trail(store: Store) -> None:
 def test_python3_saml_with_both_certificates_accepts_either_key(tmp_path: Path, db_url: str) -> None:
     env = make_env(tmp_path, db_url)
     store = Store.from_url(db_url)
-    bridge = Bridge(env.config, store)
+    bridge = IdentityProvider(env.config, store)
     bridge.keys._reload = 0
     now = dt.datetime.now(dt.UTC)
     old = bridge.keys.ring().active.key_id

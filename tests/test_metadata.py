@@ -23,7 +23,7 @@ from idp_bridge.saml.metadata import (
 )
 from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT, NS_DS, NS_MD
 from tests.pki import cached_key, make_key
-from tests.shared_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.huawei_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
 
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
 HUAWEI = HUAWEI_ENTITY_ID

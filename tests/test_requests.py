@@ -23,7 +23,7 @@ from idp_bridge.saml.requests import (
 )
 from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT
 from tests.pki import cached_key
-from tests.shared_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.huawei_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
 
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
 HUAWEI = HUAWEI_ENTITY_ID

@@ -26,7 +26,7 @@ from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT, NS_SAML, NS_SAMLP, NSMAP
 from tests.pki import cached_key
-from tests.shared_fixtures import FIXTURES
+from tests.huawei_fixtures import FIXTURES
 
 IDP_ENTITY = "https://partner.example.com/saml/idp"
 SSO_URL = "https://partner.example.com/saml/sso"

@@ -1,4 +1,4 @@
-"""The Huawei IAM simulator (idp_bridge.simulator), driven with Flask test clients."""
+"""The Huawei IAM simulator (idp_bridge.devtools.simulator), driven with Flask test clients."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from lxml import etree
 
+from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app, fetch_metadata
+from idp_bridge.devtools.simulator.partner_flows import payment_return_link
 from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
 from idp_bridge.saml.errors import MetadataError
 from idp_bridge.saml.metadata import build_idp_metadata, parse_sp_metadata
@@ -26,10 +28,8 @@ from idp_bridge.saml.requests import parse_authn_request
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, BINDING_POST, NAMEID_TRANSIENT
-from idp_bridge.simulator import SimulatorConfig, create_simulator_app, fetch_metadata
-from idp_bridge.simulator.partner_flows import payment_return_link
 from tests.pki import cached_key
-from tests.shared_fixtures import FIXTURES
+from tests.huawei_fixtures import FIXTURES
 
 BASE = "http://127.0.0.1:8001"
 IDP_ENTITY = "https://partner.example.com/saml/idp"

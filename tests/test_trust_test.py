@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from werkzeug.serving import make_server
 
-from idp_bridge.bridge import Bridge
 from idp_bridge.cli import main
-from idp_bridge.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
+from idp_bridge.devtools.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
+from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.diagnostics.trust_test import run_against, run_with_builtin_simulator
-from idp_bridge.simulator import SimulatorConfig, create_simulator_app
+from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.store import Store
 from tests.servers import ServerProcess, free_port, idp_bridge_cmd, wait_http
 
@@ -70,13 +70,13 @@ def test_fails_with_the_reason_when_the_bridge_holds_stale_sp_metadata(tmp_path:
     user = DEMO_USERS[0]
     try:
         first = run_against(setup.bridge_url, user=user.user_id, password=user.password,
-                            bridge=Bridge(setup.config, store))
+                            bridge=IdentityProvider(setup.config, store))
         assert first.ok, first.render()  # the bridge now holds the simulator's metadata (cached for an hour)
         assert setup.simulator is not None
         old_fp = setup.simulator.signer.certificate
         fresh = _rotate_simulator_key(setup)
         second = run_against(setup.bridge_url, user=DEMO_USERS[1].user_id, password=DEMO_USERS[1].password,
-                             bridge=Bridge(setup.config, store))
+                             bridge=IdentityProvider(setup.config, store))
     finally:
         setup.shutdown()
         store.dispose()
@@ -134,7 +134,7 @@ def test_cli_fails_with_the_stale_metadata_reason(tmp_path: Path) -> None:
     store = Store.from_url(setup.config.database_url)
     try:
         assert run_against(setup.bridge_url, user=user.user_id, password=user.password,
-                           bridge=Bridge(setup.config, store)).ok  # the bridge now holds the simulator's metadata
+                           bridge=IdentityProvider(setup.config, store)).ok  # the bridge now holds the simulator's metadata
         _rotate_simulator_key(setup)
         result = CliRunner().invoke(main, ["--config", str(setup.config.path), "trust-test", "--url",
                                            setup.bridge_url, "--user", user.user_id, "--password", user.password])

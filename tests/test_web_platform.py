@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp_bridge.bridge import Bridge
+from idp_bridge.devtools.simulator.partner_flows import build_bind_notification
+from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.saml.signing import PrivateKeySigner
-from idp_bridge.simulator.partner_flows import build_bind_notification
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 from tests.conftest import FAST_PASSWORD_HASHER
@@ -38,7 +38,7 @@ def env(tmp_path: Path, db_url: str) -> Env:
 @pytest.fixture
 def app(env: Env) -> Iterator[Flask]:
     store = Store.from_url(env.config.database_url, password_hasher=FAST_PASSWORD_HASHER)
-    application = create_app(bridge=Bridge(env.config, store))
+    application = create_app(bridge=IdentityProvider(env.config, store))
     application.testing = False
     yield application
     store.dispose()
@@ -146,7 +146,7 @@ def test_handoff_entry_continues_to_own_paths_only(app: Flask, env: Env) -> None
 def test_platform_login_url_gets_return_to_our_handoff(tmp_path: Path, db_url: str) -> None:
     env = platform_env(tmp_path / "b", db_url, login_url=SHOP + "/login")
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    app = create_app(bridge=Bridge(env.config, store))
+    app = create_app(bridge=IdentityProvider(env.config, store))
     client = app.test_client()
     resp = client.get("/go", query_string={"service": SERVICE})
     loc = urlsplit(resp.headers["Location"])

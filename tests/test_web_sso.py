@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp_bridge.bridge import Bridge
+from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.saml.algorithms import RSA_SHA1
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
@@ -43,7 +43,7 @@ def env(tmp_path: Path, db_url: str) -> Env:
 def app(env: Env) -> Iterator[Flask]:
     store = Store.from_url(env.config.database_url, password_hasher=FAST_PASSWORD_HASHER)
     store.add_user("cust-1001", PASSWORD, email="c1001@partner.example", name="Wang Fang", mobile="0086-13800000000")
-    application = create_app(bridge=Bridge(env.config, store))
+    application = create_app(bridge=IdentityProvider(env.config, store))
     application.testing = False  # exercise the real error handlers
     yield application
     store.dispose()
@@ -98,7 +98,7 @@ def test_response_signed_too_when_sp_asks(tmp_path: Path, db_url: str) -> None:
     env = make_env(tmp_path / "b", db_url, sign_response=True)
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
     store.add_user("cust-1001", PASSWORD)
-    client = create_app(bridge=Bridge(env.config, store)).test_client()
+    client = create_app(bridge=IdentityProvider(env.config, store)).test_client()
     metadata = client.get("/saml/metadata").data
     form = run_sso(client, env, env.redirect_query(env.authn_request(request_id="_req-signed-resp")))
     xml = base64.b64decode(form["SAMLResponse"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from idp_bridge.partner.webhooks import WebhookSettings, deliver_due, sign_body, verify_signature
 from idp_bridge.store import Store
-from idp_bridge.webhooks import WebhookSettings, deliver_due, sign_body, verify_signature
 from tests.servers import free_port
 from tests.webhook_receiver import Receiver
 

@@ -8,7 +8,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from idp_bridge.webhooks import verify_signature
+from idp_bridge.partner.webhooks import verify_signature
 
 
 class Receiver:

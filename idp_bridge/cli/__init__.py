@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from ..config import Config, load_config
-from ..saml.errors import BridgeError
+from idp_bridge.config import Config, load_config
+from idp_bridge.saml.errors import BridgeError
 
 
 class BridgeGroup(click.Group):
@@ -33,8 +33,8 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _bridge(ctx: click.Context) -> Any:
-    from ..bridge import Bridge
-    from ..store import Store
+    from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.store import Store
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "bridge" not in obj:
@@ -42,7 +42,7 @@ def _bridge(ctx: click.Context) -> Any:
         store = Store.from_url(cfg.database_url)
         if not store.is_migrated():
             store.upgrade()
-        obj["bridge"] = Bridge(cfg, store)
+        obj["bridge"] = IdentityProvider(cfg, store)
     return obj["bridge"]
 
 
@@ -57,7 +57,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 
-from . import audit, bindings, commands  # noqa: E402,F401  (registers the commands)
+from idp_bridge.cli import audit, bindings, commands  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
-from . import check, decode, keys, trust_test  # noqa: E402,F401
+from idp_bridge.cli import check, decode, keys, trust_test  # noqa: E402,F401

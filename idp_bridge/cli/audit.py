@@ -6,7 +6,7 @@ import json
 
 import click
 
-from . import _bridge, main
+from idp_bridge.cli import _bridge, main
 
 
 @main.group()

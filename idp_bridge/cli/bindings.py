@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from . import _bridge, main
+from idp_bridge.cli import _bridge, main
 
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 
@@ -93,7 +93,7 @@ def bindings_import(ctx: click.Context, file: Path, notify: bool) -> None:
             domain_name=_field(record, "domainName", "domain_name"), bind_action="0" if bound else "1",
             payload={"import": file.name, "record": i}, source="import", now=now, notify=notify)
         changed, same = changed + did_change, same + (not did_change)
-    from ..audit import audit
+    from idp_bridge.ops.audit import audit
 
     audit(store, "binding", "ok", reason_code="import", detail={"file": file.name, "changed": changed,
                                                                "unchanged": same})
@@ -111,7 +111,7 @@ def webhooks() -> None:
 @click.pass_context
 def webhooks_run(ctx: click.Context, once: bool, interval: float) -> None:
     """Deliver queued binding webhooks (safe alongside the web processes' own delivery loops)."""
-    from ..webhooks import deliver_due, settings_from_config
+    from idp_bridge.partner.webhooks import deliver_due, settings_from_config
 
     bridge = _bridge(ctx)
     p = bridge.config.platform

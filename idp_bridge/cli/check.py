@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from . import main
+from idp_bridge.cli import main
 
 
 @main.command()
@@ -14,7 +14,7 @@ from . import main
 @click.pass_context
 def check(ctx: click.Context, as_json: bool) -> None:
     """Inspect this deployment: config, keys, metadata, SPs, clock, database. Exit 1 on any ✗."""
-    from ..diagnostics.check import check_deployment
+    from idp_bridge.diagnostics.check import check_deployment
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
     report = check_deployment(obj.get("config_path"))

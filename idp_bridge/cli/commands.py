@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from ..config import config_path, load_config, read_raw_config, write_raw_config
-from ..huawei.sites import SITES, site
-from ..saml.algorithms import fingerprint
-from ..saml.metadata import parse_sp_metadata
-from . import _bridge, _config, main
+from idp_bridge.cli import _bridge, _config, main
+from idp_bridge.config import config_path, load_config, read_raw_config, write_raw_config
+from idp_bridge.huawei.sites import SITES, site
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.metadata import parse_sp_metadata
 
 
 # -- init -------------------------------------------------------------------------------------------
@@ -28,9 +28,8 @@ from . import _bridge, _config, main
 @click.pass_context
 def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: str, days: int, force: bool) -> None:
     """Write the config, create the first signing key and export metadata/IDP Metadata.xml."""
-    from ..keys import generate_key, scan_key_dir
-    from ..rotation import Rotation
-
+    from idp_bridge.keys.files import generate_key, scan_key_dir
+    from idp_bridge.keys.rotation import Rotation
     path = config_path(ctx.obj.get("config_path"))
     if path.exists() and not force:
         raise click.ClickException(f"{path} exists; pass --force to overwrite it")
@@ -79,7 +78,7 @@ def sp() -> None:
 def sp_add(ctx: click.Context, name: str, metadata_src: str, site_name: str, x_account_type: str,
            console_hosts: tuple[str, ...], login_url: str | None, sign_response: bool, replace: bool) -> None:
     """Add a service provider from its metadata and show what was read from it."""
-    from ..sp_registry import fetch_url
+    from idp_bridge.idp.service_providers import fetch_url
 
     path = config_path(ctx.obj.get("config_path"))
     raw = read_raw_config(path)
@@ -183,7 +182,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply schema migrations (Alembic)."""
-    from ..store import Store
+    from idp_bridge.store import Store
 
     cfg = _config(ctx)
     store = Store.from_url(cfg.database_url)
@@ -196,8 +195,8 @@ def db_upgrade(ctx: click.Context) -> None:
 def db_purge(ctx: click.Context) -> None:
     """Delete expired replay ids and sessions, and delivered webhooks past retention (web workers also do
     this every 10 minutes)."""
-    from ..housekeeping import purge_once
-    from ..store import Store
+    from idp_bridge.ops.housekeeping import purge_once
+    from idp_bridge.store import Store
 
     counts = purge_once(Store.from_url(_config(ctx).database_url))
     click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
@@ -212,7 +211,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     """Run the bridge with a threaded development server. Production: gunicorn (see README)."""
     from werkzeug.serving import run_simple
 
-    from ..web import create_app
+    from idp_bridge.web import create_app
 
     app = create_app(bridge=_bridge(ctx))
     click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
@@ -228,7 +227,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.option("--no-browser-hint", is_flag=True, hidden=True)
 def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None, no_browser_hint: bool) -> None:
     """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
-    from ..demo import run_demo
+    from idp_bridge.devtools.demo import run_demo
 
     run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
              workdir=Path(workdir) if workdir else None)

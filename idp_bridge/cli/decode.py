@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from . import main
+from idp_bridge.cli import main
 
 
 def _read_argument(value: str) -> str:
@@ -48,10 +48,10 @@ def decode(ctx: click.Context, value: str, sp_name: str | None, request_id: str 
 
     Prints the XML or JSON and every check an SP or IdP runs, expected vs actual. Exit 1 on any ✗.
     """
-    from ..config import load_config
-    from ..diagnostics.decode import decode_message
-    from ..diagnostics.local import local_bridge
-    from ..saml.errors import BridgeError, ConfigError
+    from idp_bridge.config import load_config
+    from idp_bridge.diagnostics.decode import decode_message
+    from idp_bridge.diagnostics.local import local_bridge
+    from idp_bridge.saml.errors import BridgeError, ConfigError
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
     bridge = None

@@ -1,4 +1,4 @@
-"""``idp-bridge keys ...``: the signing key ring and its rotation (see idp_bridge.rotation)."""
+"""``idp-bridge keys ...``: the signing key ring and its rotation (see idp_bridge.keys.rotation)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from ..keys import ALGORITHMS, DEFAULT_ALGORITHM, KeyEntry, load_key_ring
-from ..rotation import Rotation
-from ..saml.algorithms import fingerprint
-from . import _bridge, main
+from idp_bridge.cli import _bridge, main
+from idp_bridge.keys.files import ALGORITHMS, DEFAULT_ALGORITHM, KeyEntry, load_key_ring
+from idp_bridge.keys.rotation import Rotation
+from idp_bridge.saml.algorithms import fingerprint
 
 #: wide enough for every algorithm name KeyEntry.algorithm gives (``ec-secp256r1`` is the longest)
 ALG_WIDTH = 12

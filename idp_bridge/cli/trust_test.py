@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from . import main
+from idp_bridge.cli import main
 
 
 @main.command("trust-test")
@@ -25,14 +25,14 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
 
     With --url, the bridge's --config (when readable here) explains refusals from its audit trail.
     """
-    from ..diagnostics.trust_test import run_against, run_with_builtin_simulator
+    from idp_bridge.diagnostics.trust_test import run_against, run_with_builtin_simulator
 
     if base_url is None:
         report = run_with_builtin_simulator(sp=sp_name)
     else:
-        from ..config import load_config
-        from ..diagnostics.local import local_bridge
-        from ..saml.errors import ConfigError
+        from idp_bridge.config import load_config
+        from idp_bridge.diagnostics.local import local_bridge
+        from idp_bridge.saml.errors import ConfigError
 
         obj: dict[str, Any] = ctx.ensure_object(dict)
         bridge = None

@@ -20,18 +20,18 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..config import Config, ServiceProviderConfig, load_config
-from ..saml.algorithms import fingerprint
-from ..saml.errors import BridgeError
-from ..saml.metadata import ServiceProviderMetadata, parse_sp_metadata
-from ..saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
-from .http import HttpClient, HttpResult
-from .report import Report
-from .schema import schema_errors
+from idp_bridge.config import Config, ServiceProviderConfig, load_config
+from idp_bridge.diagnostics.http import HttpClient, HttpResult
+from idp_bridge.diagnostics.report import Report
+from idp_bridge.diagnostics.schema import schema_errors
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
 if TYPE_CHECKING:
-    from ..bridge import Bridge
-    from ..store import Store
+    from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.store import Store
 
 Fetch = Callable[[str, str], HttpResult]  # (method, url) -> result; raises OSError when unreachable
 
@@ -100,7 +100,7 @@ def _check_base_url(report: Report, config: Config) -> None:
 
 
 def _check_database(report: Report, config: Config) -> Store | None:
-    from ..store import Store
+    from idp_bridge.store import Store
 
     try:
         store = Store.from_url(config.database_url)
@@ -115,7 +115,7 @@ def _check_database(report: Report, config: Config) -> Store | None:
         current, migrated = store.current_revision(), store.is_migrated()
     except Exception as exc:  # noqa: BLE001
         current, migrated = f"unreadable ({exc})", False
-    from ..store.migrate import head_revision
+    from idp_bridge.store.migrate import head_revision
 
     head = head_revision()
     report.add("database", "database migrated", migrated, f"schema revision {current or 'none'} (code needs {head})",
@@ -131,8 +131,7 @@ def _check_database(report: Report, config: Config) -> Store | None:
 
 
 def _check_keys(report: Report, config: Config, store: Store | None, now: dt.datetime) -> Mapping[str, str]:
-    from ..keys import check_private_key_file, load_key_ring, load_pair, scan_key_dir
-
+    from idp_bridge.keys.files import check_private_key_file, load_key_ring, load_pair, scan_key_dir
     g = "keys"
     pairs = scan_key_dir(config.key_dir)
     if not pairs:
@@ -220,13 +219,12 @@ def _check_key_size(report: Report, kid: str, cert: x509.Certificate) -> None:
 
 def _check_our_metadata(report: Report, config: Config, store: Store | None, states: Mapping[str, str],
                         fetch: Fetch, now: dt.datetime) -> None:
-    from ..bridge import Bridge
-    from ..keyring_provider import KeyRingProvider
-
+    from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.keys.provider import KeyRingProvider
     g = "our metadata"
     try:
         keys = KeyRingProvider(config, states=lambda: states)
-        bridge = Bridge(config, store, keys=keys)  # type: ignore[arg-type]  # store None: nothing here writes
+        bridge = IdentityProvider(config, store, keys=keys)  # type: ignore[arg-type]  # store None: nothing here writes
         meta = bridge.metadata()
     except BridgeError as exc:
         report.add(g, "metadata builds", False, exc.operator, "fix the key problems listed above")
@@ -350,10 +348,10 @@ def _check_sso_url(report: Report, config: Config, fetch: Fetch) -> None:
                    _SSO_FIX_ROUTE.format(url=url), expected=expected, actual=actual)
 
 
-def _check_sample_response(report: Report, bridge: Bridge, idp_xml: bytes, now: dt.datetime) -> None:
-    from ..bridge import PendingLogin
-    from ..huawei.attributes import Customer
-    from ..saml.response_checks import check_response, parse_idp_metadata
+def _check_sample_response(report: Report, bridge: IdentityProvider, idp_xml: bytes, now: dt.datetime) -> None:
+    from idp_bridge.huawei.attributes import Customer
+    from idp_bridge.idp.identity_provider import PendingLogin
+    from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
 
     g = "our metadata"
     if not bridge.config.service_providers:
@@ -370,7 +368,7 @@ def _check_sample_response(report: Report, bridge: Bridge, idp_xml: bytes, now: 
     except BridgeError as exc:
         report.skip(g, "entity ID in responses", f"no sample Response built: {exc.operator}")
         return
-    from ..saml.bindings import decode_post
+    from idp_bridge.saml.bindings import decode_post
 
     xml = decode_post(form.saml_response)
     root = parse_untrusted(xml, what="sample Response")
@@ -424,7 +422,7 @@ def _load_sp_bytes(report: Report, g: str, sp: ServiceProviderConfig, fetch: Fet
 
 
 def _site_metadata_url(sp: ServiceProviderConfig) -> str:
-    from ..huawei.sites import site
+    from idp_bridge.huawei.sites import site
 
     return site(sp.site).login_url.replace("/authui/saml/login", "/authui/saml/metadata.xml")
 

@@ -31,15 +31,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from lxml import etree
 
-from ..saml.bindings import DEFAULT_LIMITS, decode_redirect, verify_redirect_signature
-from ..saml.errors import BridgeError
-from ..saml.xml import NS_SAMLP, parse_untrusted, qname
-from .report import Report
-from .schema import PROTOCOL_XSD, schema_errors
+from idp_bridge.diagnostics.report import Report
+from idp_bridge.diagnostics.schema import PROTOCOL_XSD, schema_errors
+from idp_bridge.saml.bindings import DEFAULT_LIMITS, decode_redirect, verify_redirect_signature
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.xml import NS_SAMLP, parse_untrusted, qname
 
 if TYPE_CHECKING:
-    from ..bridge import Bridge
-    from ..sp_registry import LoadedServiceProvider
+    from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.idp.service_providers import LoadedServiceProvider
 
 KINDS = ("AuthnRequest", "Response", "bindRequest")
 _PARAM_RE = re.compile(r"(?:^|[?&])(SAMLRequest|SAMLResponse|bindRequest)=")
@@ -192,7 +192,7 @@ def pretty_xml(xml: bytes) -> str:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_message(text: str, *, bridge: Bridge | None = None, sp_name: str | None = None,
+def decode_message(text: str, *, bridge: IdentityProvider | None = None, sp_name: str | None = None,
                    request_id: str | None = None, now: dt.datetime | None = None) -> Decoded:
     """Decode and check one captured message. ``bridge`` (configured) enables signature and trust checks."""
     now = now or dt.datetime.now(dt.UTC)
@@ -235,18 +235,18 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _sp_for_issuer(bridge: Bridge, issuer: str) -> LoadedServiceProvider | None:
+def _sp_for_issuer(bridge: IdentityProvider, issuer: str) -> LoadedServiceProvider | None:
     try:
         return bridge.sps.by_entity_id(issuer)
     except BridgeError:
         return None
 
 
-def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str], bridge: Bridge | None,
+def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str], bridge: IdentityProvider | None,
                    now: dt.datetime) -> Decoded:
-    from ..saml.bindings import RedirectMessage
-    from ..saml.requests import check_authn_request, parse_authn_request
-    from ..saml.xml import BINDING_POST, NAMEID_TRANSIENT
+    from idp_bridge.saml.bindings import RedirectMessage
+    from idp_bridge.saml.requests import check_authn_request, parse_authn_request
+    from idp_bridge.saml.xml import BINDING_POST, NAMEID_TRANSIENT
 
     report = Report("IdP checks (what the bridge verifies before answering)")
     g = "AuthnRequest"
@@ -282,7 +282,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
         fields["SigAlg"] = redirect.sig_alg
     if sp is not None:
         certs = sp.metadata.signing_certificates
-        from ..saml.algorithms import fingerprint
+        from idp_bridge.saml.algorithms import fingerprint
 
         fps = ", ".join(fingerprint(c) for c in certs) or "none"
         if redirect is None or (redirect.signature is None and redirect.sig_alg is None):
@@ -346,9 +346,9 @@ _RESPONSE_FIXES = {
 }
 
 
-def _response(xml: bytes, cap: Captured, fields: dict[str, str], bridge: Bridge | None, sp_name: str | None,
+def _response(xml: bytes, cap: Captured, fields: dict[str, str], bridge: IdentityProvider | None, sp_name: str | None,
               request_id: str | None, now: dt.datetime) -> Decoded:
-    from ..saml.response_checks import check_response, parse_idp_metadata
+    from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
 
     pretty = pretty_xml(xml)
     report = Report("SP checks (what Huawei IAM verifies in our Response)")
@@ -379,7 +379,7 @@ def _response(xml: bytes, cap: Captured, fields: dict[str, str], bridge: Bridge 
     return Decoded("Response", cap.source, pretty, fields, report, attributes=dict(result.attributes))
 
 
-def _pick_sp(bridge: Bridge, destination: str, sp_name: str | None) -> LoadedServiceProvider:
+def _pick_sp(bridge: IdentityProvider, destination: str, sp_name: str | None) -> LoadedServiceProvider:
     if sp_name:
         return bridge.sps.get(sp_name)
     for sp in bridge.config.service_providers:
@@ -392,9 +392,9 @@ def _pick_sp(bridge: Bridge, destination: str, sp_name: str | None) -> LoadedSer
     return bridge.sps.default()
 
 
-def _bind_request(cap: Captured, fields: dict[str, str], bridge: Bridge | None) -> Decoded:
-    from ..huawei.binding import verify_bind_notification
-    from ..saml.algorithms import fingerprint
+def _bind_request(cap: Captured, fields: dict[str, str], bridge: IdentityProvider | None) -> Decoded:
+    from idp_bridge.huawei.binding import verify_bind_notification
+    from idp_bridge.saml.algorithms import fingerprint
 
     value = _b64_field(cap.params["bindRequest"])
     cap.params["bindRequest"] = value

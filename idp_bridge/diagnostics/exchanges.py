@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from ..saml.bindings import decode_post, decode_redirect
-from ..saml.errors import BridgeError
-from ..saml.xml import NS_DS, NS_SAML, parse_untrusted
-from ..store import Store
+from idp_bridge.saml.bindings import decode_post, decode_redirect
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.xml import NS_DS, NS_SAML, parse_untrusted
+from idp_bridge.store import Store
 
 REDACTED = "[redacted]"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..saml.xml import parse_untrusted
+from idp_bridge.saml.xml import parse_untrusted
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "saml" / "schemas"
 METADATA_XSD = "saml-schema-metadata-2.0.xsd"

@@ -11,7 +11,7 @@ bridge's SP points to). Each step is checked independently of what the servers c
 AuthnRequest signature against the SP's published metadata, the Response by the SP-side rules
 (``check_response``) against our published metadata.
 
-With a local ``Bridge`` (config and database of the bridge under test), a refusal is explained with
+With a local ``IdentityProvider`` (config and database of the bridge under test), a refusal is explained with
 the exact reason from the audit trail, and stale SP metadata is detected by comparing the
 certificate the SP signs with against the one the bridge holds.
 """
@@ -32,17 +32,17 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 from werkzeug.serving import WSGIRequestHandler
 
-from ..saml.algorithms import fingerprint
-from ..saml.bindings import decode_post, decode_redirect, verify_redirect_signature
-from ..saml.errors import BridgeError
-from ..saml.metadata import ServiceProviderMetadata, parse_sp_metadata
-from ..saml.requests import parse_authn_request
-from ..saml.response_checks import IdpMetadata, check_response, parse_idp_metadata
-from .http import HttpClient, HttpResult
-from .report import Report
+from idp_bridge.diagnostics.http import HttpClient, HttpResult
+from idp_bridge.diagnostics.report import Report
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.bindings import decode_post, decode_redirect, verify_redirect_signature
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from idp_bridge.saml.requests import parse_authn_request
+from idp_bridge.saml.response_checks import IdpMetadata, check_response, parse_idp_metadata
 
 if TYPE_CHECKING:
-    from ..bridge import Bridge
+    from idp_bridge.idp.identity_provider import IdentityProvider
 
 G = "journey"
 
@@ -85,7 +85,7 @@ def _cert_fps(meta: ServiceProviderMetadata) -> list[str]:
 
 class TrustTest:
     def __init__(self, base_url: str, *, user: str, password: str, sp: str | None = None,
-                 bridge: Bridge | None = None, timeout: float = 15.0) -> None:
+                 bridge: IdentityProvider | None = None, timeout: float = 15.0) -> None:
         self.base = base_url.rstrip("/")
         self.user, self.password, self.sp = user, password, sp
         self.bridge = bridge
@@ -392,7 +392,7 @@ def _simulator_refusal(t: TrustTest) -> str | None:
 
 
 def run_against(base_url: str, *, user: str, password: str, sp: str | None = None,
-                bridge: Bridge | None = None) -> Report:
+                bridge: IdentityProvider | None = None) -> Report:
     return TrustTest(base_url, user=user, password=password, sp=sp, bridge=bridge).run()
 
 
@@ -429,9 +429,9 @@ def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = 
     """Start the demo (bridge + Huawei IAM simulator) in-process on free ports, run the journey, stop."""
     import socket
 
-    from ..bridge import Bridge
-    from ..demo import DEMO_USERS, prepare_demo, start_demo
-    from ..store import Store
+    from idp_bridge.devtools.demo import DEMO_USERS, prepare_demo, start_demo
+    from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.store import Store
 
     def free_port() -> int:
         with socket.socket() as s:
@@ -452,7 +452,7 @@ def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = 
         try:
             user = DEMO_USERS[0]
             return run_against(setup.bridge_url, user=user.user_id, password=user.password, sp=sp,
-                               bridge=Bridge(setup.config, store))
+                               bridge=IdentityProvider(setup.config, store))
         finally:
             audit_log.removeFilter(mute)
             setup.shutdown()

@@ -24,11 +24,11 @@ from urllib.parse import quote_plus, unquote_to_bytes
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from .algorithms import signature_algorithm, verify_detached
-from .errors import RequestError, SignatureError
+from idp_bridge.saml.algorithms import signature_algorithm, verify_detached
+from idp_bridge.saml.errors import RequestError, SignatureError
 
 if TYPE_CHECKING:
-    from .signing import Signer
+    from idp_bridge.saml.signing import Signer
 
 
 PARAM_REQUEST = "SAMLRequest"

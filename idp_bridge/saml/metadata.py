@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
-from .algorithms import fingerprint
-from .errors import ConfigError, MetadataError
-from .xml import (
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.errors import ConfigError, MetadataError
+from idp_bridge.saml.xml import (
     BINDING_POST,
     BINDING_REDIRECT,
     MAX_XML_BYTES,

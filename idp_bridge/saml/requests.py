@@ -14,9 +14,17 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from .errors import RequestError
-from .metadata import ServiceProviderMetadata, parse_xs_boolean, parse_xs_datetime
-from .xml import BINDING_POST, NAMEID_TRANSIENT, NS_DS, NS_SAML, NS_SAMLP, parse_untrusted, qname
+from idp_bridge.saml.errors import RequestError
+from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_xs_boolean, parse_xs_datetime
+from idp_bridge.saml.xml import (
+    BINDING_POST,
+    NAMEID_TRANSIENT,
+    NS_DS,
+    NS_SAML,
+    NS_SAMLP,
+    parse_untrusted,
+    qname,
+)
 
 NAMEID_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 

@@ -21,10 +21,10 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from lxml import etree
 
-from .algorithms import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, fingerprint
-from .errors import BridgeError, MetadataError, RequestError
-from .signing import verify_enveloped
-from .xml import (
+from idp_bridge.saml.algorithms import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, fingerprint
+from idp_bridge.saml.errors import BridgeError, MetadataError, RequestError
+from idp_bridge.saml.signing import verify_enveloped
+from idp_bridge.saml.xml import (
     BINDING_POST,
     BINDING_REDIRECT,
     CM_BEARER,

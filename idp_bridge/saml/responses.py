@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from .errors import BridgeError
-from .signing import Signer, enveloped_signature_xml, sign_enveloped
-from .xml import (
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.signing import Signer, enveloped_signature_xml, sign_enveloped
+from idp_bridge.saml.xml import (
     ATTRNAME_URI,
     AUTHN_PASSWORD_PROTECTED,
     CM_BEARER,

@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
-from . import algorithms
-from .algorithms import (
+from idp_bridge.saml import algorithms
+from idp_bridge.saml.algorithms import (
     C14N_EXCLUSIVE,
     DIGEST_ALGORITHMS,
     DIGEST_SHA256,
@@ -49,8 +49,8 @@ from .algorithms import (
     signature_algorithm,
     verify_detached,
 )
-from .errors import KeyError_, SignatureError
-from .xml import NS_DS, NS_SAML, parse_untrusted, qname
+from idp_bridge.saml.errors import KeyError_, SignatureError
+from idp_bridge.saml.xml import NS_DS, NS_SAML, parse_untrusted, qname
 
 #: Smallest RSA modulus we sign with (Huawei recommends >= 2048 bits).
 MIN_RSA_BITS = 2048

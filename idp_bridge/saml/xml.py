@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .errors import RequestError
+from idp_bridge.saml.errors import RequestError
 
 NS_SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"

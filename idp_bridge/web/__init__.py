@@ -11,21 +11,21 @@ import os
 
 from flask import Flask
 
-from ..audit import configure_logging
-from ..bridge import Bridge
-from ..config import Config, load_config
-from ..housekeeping import purge_loop
-from ..rotation import Rotation
-from ..store import Store
-from . import account, debug, errors, health, idp, platform, security
-from .sessions import StoreSessionInterface
+from idp_bridge.config import Config, load_config
+from idp_bridge.idp.identity_provider import IdentityProvider
+from idp_bridge.keys.rotation import Rotation
+from idp_bridge.ops.audit import configure_logging
+from idp_bridge.ops.housekeeping import purge_loop
+from idp_bridge.store import Store
+from idp_bridge.web import account, debug, errors, handoff, health, huawei, jump, saml, security
+from idp_bridge.web.sessions import StoreSessionInterface
 
 
-def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge: Bridge | None = None) -> Flask:
+def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge: IdentityProvider | None = None) -> Flask:
     configure_logging()
     if bridge is None:
         cfg = config if isinstance(config, Config) else load_config(config)
-        bridge = Bridge(cfg, Store.from_url(cfg.database_url))
+        bridge = IdentityProvider(cfg, Store.from_url(cfg.database_url))
     cfg = bridge.config
     if not bridge.store.is_migrated():
         bridge.store.upgrade()
@@ -45,16 +45,16 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     security.install(app)
     errors.install(app)
-    for blueprint in (idp.bp, account.bp, health.bp, platform.bp, debug.bp):
+    for blueprint in (saml.bp, account.bp, jump.bp, handoff.bp, huawei.bp, health.bp, debug.bp):
         app.register_blueprint(blueprint)
     _start_webhook_loop(app, bridge)
     app.extensions["idp_bridge_purge"] = purge_loop(bridge.store).start()
     return app
 
 
-def _start_webhook_loop(app: Flask, bridge: Bridge) -> None:
+def _start_webhook_loop(app: Flask, bridge: IdentityProvider) -> None:
     """Deliver binding webhooks from this process too (safe with many workers: claims are atomic)."""
-    from ..webhooks import delivery_loop, settings_from_config
+    from idp_bridge.partner.webhooks import delivery_loop, settings_from_config
 
     p = bridge.config.platform
     settings = settings_from_config(p.webhook_url, p.webhook_secret)

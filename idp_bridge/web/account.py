@@ -7,11 +7,10 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from ..audit import audit
-from ..huawei.attributes import Customer
-from ..platform_service import accept_handoff
-from .auth import bridge, continue_after_login, current_customer, log_in, require_login_redirect
-from .security import check_csrf, correlation_id
+from idp_bridge.huawei.attributes import Customer
+from idp_bridge.ops.audit import audit
+from idp_bridge.web.auth import bridge, continue_after_login, current_customer, log_in
+from idp_bridge.web.security import check_csrf, correlation_id
 
 bp = Blueprint("account", __name__)
 
@@ -46,28 +45,3 @@ def logout() -> Response:
     check_csrf()
     session.clear()
     return redirect(url_for("account.home"))
-
-
-@bp.get("/go")
-def go() -> Response:
-    b = bridge()
-    sp_name = request.args.get("sp")
-    sp = b.sps.requested(sp_name)
-    service = request.args.get("service")
-    b.console_link(sp, service=service, first_login=False)  # validate before any login step (or jti use)
-    token = request.args.get("token")
-    if token:  # the platform's hand-off: sign in and jump in one step
-        claims = accept_handoff(b, token)
-        log_in(claims.customer, method="handoff")
-        audit(b.store, "handoff", "ok", correlation_id=correlation_id(), sp=sp.name, customer=claims.customer.user_id,
-              detail={"alg": claims.algorithm, "iss": claims.issuer, "jti": claims.jti})
-    customer = current_customer()
-    if customer is None:
-        params: dict[str, str] = {k: v for k, v in (("sp", sp_name), ("service", service)) if v}
-        session["next"] = url_for("account.go", **params)  # type: ignore[arg-type]
-        return require_login_redirect()
-    first_login = b.is_first_login(customer)
-    link = b.console_link(sp, service=service, first_login=first_login)
-    audit(b.store, "console_jump", "ok", correlation_id=correlation_id(), sp=sp.name, customer=customer.user_id,
-          detail={"is_first_login": first_login})
-    return redirect(link)

@@ -8,14 +8,14 @@ from urllib.parse import urlencode
 from flask import current_app, redirect, session, url_for
 from werkzeug.wrappers import Response
 
-from ..bridge import Bridge, utcnow
-from ..huawei.attributes import Customer
-from .security import safe_next
-from .sessions import rotate_session
+from idp_bridge.huawei.attributes import Customer
+from idp_bridge.idp.identity_provider import IdentityProvider, utcnow
+from idp_bridge.web.security import safe_next
+from idp_bridge.web.sessions import rotate_session
 
 
-def bridge() -> Bridge:
-    b: Bridge = current_app.extensions["idp_bridge"]
+def bridge() -> IdentityProvider:
+    b: IdentityProvider = current_app.extensions["idp_bridge"]
     return b
 
 
@@ -42,7 +42,7 @@ def log_in(customer: Customer, *, method: str) -> None:
 
 def continue_after_login() -> Response:
     if "pending" in session:
-        return redirect(url_for("idp.sso_continue"))
+        return redirect(url_for("saml.sso_continue"))
     target = safe_next(session.pop("next", None))
     return redirect(target or url_for("account.home"))
 

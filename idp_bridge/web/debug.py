@@ -23,8 +23,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from ..audit import audit
-from ..diagnostics.exchanges import (
+from idp_bridge.diagnostics.exchanges import (
     Exchange,
     ExchangeLog,
     authn_request_exchange,
@@ -32,11 +31,12 @@ from ..diagnostics.exchanges import (
     response_exchange,
     return_exchange,
 )
-from ..saml.algorithms import fingerprint
-from ..saml.errors import BridgeError
-from .auth import bridge
-from .security import check_csrf, correlation_id
-from .sessions import rotate_session
+from idp_bridge.ops.audit import audit
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.web.auth import bridge
+from idp_bridge.web.security import check_csrf, correlation_id
+from idp_bridge.web.sessions import rotate_session
 
 bp = Blueprint("debug", __name__, url_prefix="/_bridge")
 _LOG_KEY = "idp_bridge_exchanges"
@@ -218,7 +218,7 @@ def index() -> str:
 
 @bp.route("/preview", methods=["GET", "POST"])
 def preview() -> Any:
-    from ..diagnostics.roundtrip import customer_for, preview_assertion
+    from idp_bridge.devtools.roundtrip import customer_for, preview_assertion
 
     b = bridge()
     result = error = None
@@ -236,7 +236,7 @@ def preview() -> Any:
 
 @bp.post("/test-login")
 def test_login() -> Any:
-    from ..diagnostics.roundtrip import customer_for, simulator_round_trip
+    from idp_bridge.devtools.roundtrip import customer_for, simulator_round_trip
 
     check_csrf()
     b = bridge()

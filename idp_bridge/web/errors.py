@@ -8,9 +8,9 @@ import logging
 from flask import Flask, current_app, render_template, session
 from werkzeug.exceptions import HTTPException
 
-from ..audit import audit
-from ..saml.errors import BridgeError
-from .security import correlation_id
+from idp_bridge.ops.audit import audit
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.web.security import correlation_id
 
 log = logging.getLogger("idp_bridge.web")
 

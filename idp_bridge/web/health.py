@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..bridge import utcnow
-from .auth import bridge
+from idp_bridge.idp.identity_provider import utcnow
+from idp_bridge.web.auth import bridge
 
 bp = Blueprint("health", __name__)
 

@@ -14,7 +14,7 @@ from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
-from ..store import Store
+from idp_bridge.store import Store
 
 COOKIE_NAME = "idpb_session"
 

@@ -12,18 +12,18 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Config
-from .huawei.attributes import Customer, release_attributes
-from .huawei.login_link import check_service_url, console_login_url
-from .keyring_provider import KeyRingProvider
-from .saml.bindings import decode_redirect, encode_post, verify_redirect_signature
-from .saml.errors import ReplayError
-from .saml.metadata import build_idp_metadata, metadata_etag
-from .saml.requests import check_authn_request, parse_authn_request
-from .saml.responses import STATUS_NO_PASSIVE, build_error_response, build_response
-from .saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
-from .sp_registry import LoadedServiceProvider, ServiceProviderRegistry
-from .store import Store
+from idp_bridge.config import Config
+from idp_bridge.huawei.attributes import Customer, release_attributes
+from idp_bridge.huawei.login_link import check_service_url, console_login_url
+from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
+from idp_bridge.keys.provider import KeyRingProvider
+from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
+from idp_bridge.saml.errors import ReplayError
+from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
+from idp_bridge.saml.requests import check_authn_request, parse_authn_request
+from idp_bridge.saml.responses import STATUS_NO_PASSIVE, build_error_response, build_response
+from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
+from idp_bridge.store import Store
 
 
 def utcnow() -> dt.datetime:
@@ -71,7 +71,7 @@ class Metadata:
     key_ids: tuple[str, ...]
 
 
-class Bridge:
+class IdentityProvider:
     def __init__(self, config: Config, store: Store, *, keys: KeyRingProvider | None = None,
                  sps: ServiceProviderRegistry | None = None) -> None:
         self.config = config

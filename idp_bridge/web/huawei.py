@@ -1,9 +1,8 @@
-"""Partner Center URLs and the platform's sign-in entry.
+"""The URLs Huawei sends the customer's browser to (set in Partner Center).
 
 - ``POST /huawei/bind``      Huawei's binding notification (signed; no CSRF token: Huawei posts it)
 - ``GET  /huawei/return``    "order payment success" return -> the configured platform page
 - ``GET  /huawei/recharge``  top-up return -> the configured platform page
-- ``GET  /handoff``          sign in with a platform hand-off token, then continue (``next``: our own path)
 """
 
 from __future__ import annotations
@@ -11,13 +10,13 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
-from ..audit import audit
-from ..huawei.returns import return_target
-from ..platform_service import accept_bind_notification, accept_handoff
-from .auth import bridge, continue_after_login, log_in
-from .security import correlation_id, safe_next
+from idp_bridge.huawei.returns import return_target
+from idp_bridge.ops.audit import audit
+from idp_bridge.partner.service import accept_bind_notification
+from idp_bridge.web.auth import bridge
+from idp_bridge.web.security import correlation_id
 
-bp = Blueprint("platform", __name__)
+bp = Blueprint("huawei", __name__)
 
 
 @bp.post("/huawei/bind")
@@ -57,16 +56,3 @@ def payment_return() -> Response:
 @bp.get("/huawei/recharge")
 def recharge_return() -> Response:
     return _return("recharge", bridge().config.platform.recharge_url, "platform.recharge_url")
-
-
-@bp.get("/handoff")
-def handoff() -> Response:
-    b = bridge()
-    claims = accept_handoff(b, request.args.get("token", ""))
-    target = safe_next(request.args.get("next"))
-    log_in(claims.customer, method="handoff")
-    audit(b.store, "handoff", "ok", correlation_id=correlation_id(), customer=claims.customer.user_id,
-          detail={"alg": claims.algorithm, "iss": claims.issuer, "jti": claims.jti})
-    if target and target != "/saml/continue":
-        session["next"] = target
-    return continue_after_login()

@@ -21,15 +21,26 @@ from flask import Flask, jsonify, make_response, redirect, render_template, requ
 from lxml import etree
 from werkzeug.wrappers import Response
 
-from ..saml.bindings import decode_post, encode_redirect
-from ..saml.errors import BridgeError
-from ..saml.metadata import build_sp_metadata
-from ..saml.requests import build_authn_request, new_request_id
-from ..saml.response_checks import Check, IdpMetadata, ResponseReport, check_response, parse_idp_metadata
-from ..saml.xml import parse_untrusted
-from .config import SimulatorConfig, fetch_metadata
-from .partner_flows import build_bind_notification, new_domain_id, new_order_id, payment_return_link
-from .state import ConsoleSession, PendingLogin, SimulatorState
+from idp_bridge.devtools.simulator.config import SimulatorConfig, fetch_metadata
+from idp_bridge.devtools.simulator.partner_flows import (
+    build_bind_notification,
+    new_domain_id,
+    new_order_id,
+    payment_return_link,
+)
+from idp_bridge.devtools.simulator.state import ConsoleSession, PendingLogin, SimulatorState
+from idp_bridge.saml.bindings import decode_post, encode_redirect
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.metadata import build_sp_metadata
+from idp_bridge.saml.requests import build_authn_request, new_request_id
+from idp_bridge.saml.response_checks import (
+    Check,
+    IdpMetadata,
+    ResponseReport,
+    check_response,
+    parse_idp_metadata,
+)
+from idp_bridge.saml.xml import parse_untrusted
 
 SESSION_COOKIE = "hwsim_session"
 

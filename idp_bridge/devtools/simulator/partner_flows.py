@@ -13,7 +13,7 @@ import json
 import secrets
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..saml.signing import Signer
+from idp_bridge.saml.signing import Signer
 
 BIND_ACTION_BIND = 0
 BIND_ACTION_UNBIND = 1

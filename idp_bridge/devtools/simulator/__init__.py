@@ -4,7 +4,12 @@ Development and test tool only: in-memory state, throwaway keys. It may import F
 core (``idp_bridge.saml``) never does.
 """
 
-from .app import create_simulator_app
-from .config import MetadataSource, SimulatorConfig, fetch_metadata, generate_signer
+from idp_bridge.devtools.simulator.app import create_simulator_app
+from idp_bridge.devtools.simulator.config import (
+    MetadataSource,
+    SimulatorConfig,
+    fetch_metadata,
+    generate_signer,
+)
 
 __all__ = ["MetadataSource", "SimulatorConfig", "create_simulator_app", "fetch_metadata", "generate_signer"]

@@ -20,13 +20,13 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from .bridge import Bridge
-from .config import Config, load_config, write_raw_config
-from .demo_platform import DemoPlatform, create_platform_app
-from .keys import generate_key, scan_key_dir
-from .simulator import SimulatorConfig, create_simulator_app
-from .store import Store
-from .web import create_app
+from idp_bridge.config import Config, load_config, write_raw_config
+from idp_bridge.devtools.demo_platform import DemoPlatform, create_platform_app
+from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
+from idp_bridge.idp.identity_provider import IdentityProvider
+from idp_bridge.keys.files import generate_key, scan_key_dir
+from idp_bridge.store import Store
+from idp_bridge.web import create_app
 
 DEMO_X_ACCOUNT_TYPE = "demo-platform"
 DEMO_SP_NAME = "huawei-sim"
@@ -118,7 +118,7 @@ def start_demo(setup: DemoSetup) -> DemoSetup:
         bind_notify_url=setup.bridge_url + "/huawei/bind",
         payment_return_url=setup.bridge_url + "/huawei/return")
     setup.simulator = simulator
-    bridge_app = create_app(bridge=Bridge(setup.config, Store.from_url(setup.config.database_url)))
+    bridge_app = create_app(bridge=IdentityProvider(setup.config, Store.from_url(setup.config.database_url)))
     sim_app = create_simulator_app(simulator)
     p = setup.config.platform
     assert p.handoff_secret and p.webhook_secret

@@ -12,7 +12,7 @@ platform's private key; we hold its public key). Checks, in order, each with its
   ``max_lifetime`` ahead of now;
 - ``jti`` and ``sub`` present and bounded.
 
-Claiming ``jti`` once is the caller's job (``Bridge.accept_handoff``), since it needs the store.
+Claiming ``jti`` once is the caller's job (``IdentityProvider.accept_handoff``), since it needs the store.
 Times are checked here against the caller's ``now`` (not PyJWT's wall clock), so tests own the clock.
 """
 
@@ -28,8 +28,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .huawei.attributes import Customer
-from .saml.errors import ConfigError, RequestError
+from idp_bridge.huawei.attributes import Customer
+from idp_bridge.saml.errors import ConfigError, RequestError
 
 MAX_TOKEN_LENGTH = 8192
 MAX_CLAIM_LENGTH = {"sub": 128, "jti": 256, "email": 320, "name": 256, "mobile": 64, "iss": 256}

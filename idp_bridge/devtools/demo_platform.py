@@ -20,7 +20,7 @@ import jwt
 from flask import Flask, abort, redirect, render_template_string, request, session
 from werkzeug.wrappers import Response
 
-from .webhooks import verify_signature
+from idp_bridge.partner.webhooks import verify_signature
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Demo partner platform</title></head>
 <body style="font-family: sans-serif; max-width: 46rem; margin: 2rem auto">

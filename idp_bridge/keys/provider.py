@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from .config import Config
-from .keys import KeyProblem, KeyRing, expiring, load_key_ring
-from .saml.errors import BridgeError, KeyError_
-from .saml.signing import Signer
+from idp_bridge.config import Config
+from idp_bridge.keys.files import KeyProblem, KeyRing, expiring, load_key_ring
+from idp_bridge.saml.errors import BridgeError, KeyError_
+from idp_bridge.saml.signing import Signer
 
 log = logging.getLogger("idp_bridge.keys")
 
@@ -41,8 +41,7 @@ class KeyRingProvider:
     def hsm_signers(self) -> Sequence[Signer]:
         if self._hsm is None:
             if self._config.keys.pkcs11:
-                from .hsm import signers_from_config
-
+                from idp_bridge.keys.pkcs11 import signers_from_config
                 self._hsm = signers_from_config(self._config.keys.pkcs11)
             else:
                 self._hsm = ()

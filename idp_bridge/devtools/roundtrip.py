@@ -16,20 +16,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from ..bridge import Bridge
-from ..config import ServiceProviderConfig
-from ..huawei.attributes import Customer, release_attributes
-from ..saml.errors import BridgeError
-from ..saml.responses import AssertionSpec, render_response
-from ..saml.xml import NAMEID_TRANSIENT, NS_SAML, parse_untrusted
-from ..sp_registry import ServiceProviderRegistry
-from .exchanges import redacted_xml
+from idp_bridge.config import ServiceProviderConfig
+from idp_bridge.diagnostics.exchanges import redacted_xml
+from idp_bridge.huawei.attributes import Customer, release_attributes
+from idp_bridge.idp.identity_provider import IdentityProvider
+from idp_bridge.idp.service_providers import ServiceProviderRegistry
+from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.responses import AssertionSpec, render_response
+from idp_bridge.saml.xml import NAMEID_TRANSIENT, NS_SAML, parse_untrusted
 
 SIMULATOR_BASE = "https://iam-simulator.invalid"
 SIMULATOR_X_ACCOUNT_TYPE = "debug-console-simulator"
 
 
-def customer_for(bridge: Bridge, user_id: str) -> Customer:
+def customer_for(bridge: IdentityProvider, user_id: str) -> Customer:
     user = bridge.store.get_user(user_id)
     if user is None:
         raise BridgeError(f"no local user {user_id!r} (add one with `idp-bridge users add`)", code="user_unknown")
@@ -43,7 +43,7 @@ class Preview:
     assertion_xml: str
 
 
-def preview_assertion(bridge: Bridge, customer: Customer, sp_name: str, *, now: dt.datetime | None = None) -> Preview:
+def preview_assertion(bridge: IdentityProvider, customer: Customer, sp_name: str, *, now: dt.datetime | None = None) -> Preview:
     """The Assertion this customer would receive at this SP, unsigned: same mapping and settings as a live login."""
     now = now or dt.datetime.now(dt.UTC)
     sp = bridge.sps.get(sp_name)
@@ -70,9 +70,9 @@ class RoundTrip:
     report: dict[str, Any] | None = None
 
 
-def simulator_round_trip(bridge: Bridge, customer: Customer, *, site: str = "cn") -> RoundTrip:
+def simulator_round_trip(bridge: IdentityProvider, customer: Customer, *, site: str = "cn") -> RoundTrip:
     """Simulator AuthnRequest → this bridge (real keys, replay store) → Response → simulator's Huawei checks."""
-    from ..simulator import SimulatorConfig, create_simulator_app
+    from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
 
     result = RoundTrip(ok=False)
     sim = SimulatorConfig.generate(SIMULATOR_BASE, site=site,
@@ -86,7 +86,7 @@ def simulator_round_trip(bridge: Bridge, customer: Customer, *, site: str = "cn"
         sp_cfg = ServiceProviderConfig("debug-simulator", site, str(meta_file), SIMULATOR_X_ACCOUNT_TYPE,
                                        ("console.huaweicloud.com",))
         config = dataclasses.replace(bridge.config, service_providers=(sp_cfg,), metadata_dir=Path(tmp))
-        trial = Bridge(config, bridge.store, keys=bridge.keys, sps=ServiceProviderRegistry(config))
+        trial = IdentityProvider(config, bridge.store, keys=bridge.keys, sps=ServiceProviderRegistry(config))
         query = urlencode({"xAccountType": SIMULATOR_X_ACCOUNT_TYPE, "isFirstLogin": "false",
                            "service": "https://console.huaweicloud.com/"})
         redirect = client.get("/authui/saml/login?" + query)

@@ -26,10 +26,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .audit import audit
-from .background import Periodic
-from .store import Store
-from .store.outbox import OutboxMessage
+from idp_bridge.ops.audit import audit
+from idp_bridge.ops.periodic import Periodic
+from idp_bridge.store import Store
+from idp_bridge.store.outbox import OutboxMessage
 
 log = logging.getLogger("idp_bridge.webhooks")
 

@@ -22,10 +22,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .config import Pkcs11KeyConfig
-from .keys import check_certificate_key, key_id_for
-from .saml import algorithms
-from .saml.errors import KeyError_
+from idp_bridge.config import Pkcs11KeyConfig
+from idp_bridge.keys.files import check_certificate_key, key_id_for
+from idp_bridge.saml import algorithms
+from idp_bridge.saml.errors import KeyError_
 
 _LIBS: dict[str, Any] = {}
 _LOGINS: dict[tuple[str, str], str] = {}

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .saml.algorithms import fingerprint
-from .saml.errors import KeyError_
-from .saml.signing import PrivateKeySigner, Signer
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.errors import KeyError_
+from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 STATES = ("next", "active", "retiring", "retired")
 PUBLISHED_STATES = ("next", "active", "retiring")

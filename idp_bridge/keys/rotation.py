@@ -22,10 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .audit import audit
-from .bridge import Bridge
-from .config import ServiceProviderConfig
-from .keys import (
+from idp_bridge.config import ServiceProviderConfig
+from idp_bridge.idp.identity_provider import IdentityProvider
+from idp_bridge.keys.files import (
     PUBLISHED_STATES,
     check_certificate_key,
     check_not_expired,
@@ -35,10 +34,11 @@ from .keys import (
     scan_key_dir,
     write_pair,
 )
-from .saml.algorithms import ECDSA_SHA256
-from .saml.errors import BridgeError, KeyError_
-from .saml.signing import PrivateKeySigner
-from .store.keyring import KeyStateRecord, MetadataFetch
+from idp_bridge.ops.audit import audit
+from idp_bridge.saml.algorithms import ECDSA_SHA256
+from idp_bridge.saml.errors import BridgeError, KeyError_
+from idp_bridge.saml.signing import PrivateKeySigner
+from idp_bridge.store.keyring import KeyStateRecord, MetadataFetch
 
 PARTNER_CENTER = "Partner Center (Support > Open APIs > Configure)"
 MAX_PUBLISHED_KEYS = 3  # next + active + retiring
@@ -123,7 +123,7 @@ class ActivationCheck:
 
 
 class Rotation:
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: IdentityProvider) -> None:
         self.bridge = bridge
         self.config = bridge.config
         self.store = bridge.store

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .bridge import Bridge, utcnow
-from .handoff import HandoffClaims, HandoffError, HandoffKeys, verify_handoff_token
-from .huawei.binding import BindNotification, verify_bind_notification
-from .saml.algorithms import fingerprint
-from .saml.errors import BridgeError
+from idp_bridge.huawei.binding import BindNotification, verify_bind_notification
+from idp_bridge.idp.identity_provider import IdentityProvider, utcnow
+from idp_bridge.partner.handoff import HandoffClaims, HandoffError, HandoffKeys, verify_handoff_token
+from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.errors import BridgeError
 
 
-def handoff_keys(bridge: Bridge) -> HandoffKeys:
+def handoff_keys(bridge: IdentityProvider) -> HandoffKeys:
     p = bridge.config.platform
     return _handoff_keys(p.handoff_secret, p.handoff_public_key, p.handoff_public_key_algorithm)
 
@@ -33,7 +33,7 @@ def _handoff_keys(secret: str | None, public_key_file: Path | None, algorithm: s
                                      public_key_algorithm=algorithm)
 
 
-def accept_handoff(bridge: Bridge, token: str, *, now: dt.datetime | None = None) -> HandoffClaims:
+def accept_handoff(bridge: IdentityProvider, token: str, *, now: dt.datetime | None = None) -> HandoffClaims:
     """Verify a hand-off token and claim its ``jti`` once (across every process sharing the database)."""
     now = now or utcnow()
     p = bridge.config.platform
@@ -48,7 +48,7 @@ def accept_handoff(bridge: Bridge, token: str, *, now: dt.datetime | None = None
     return claims
 
 
-def huawei_certificates(bridge: Bridge) -> list[tuple[str, x509.Certificate]]:
+def huawei_certificates(bridge: IdentityProvider) -> list[tuple[str, x509.Certificate]]:
     """(SP name, certificate) for every configured Huawei SP's metadata signing certificates."""
     found: list[tuple[str, x509.Certificate]] = []
     for sp in bridge.config.service_providers:
@@ -65,7 +65,7 @@ class BindOutcome:
     webhook_key: str | None
 
 
-def accept_bind_notification(bridge: Bridge, form: Mapping[str, str], *, now: dt.datetime | None = None
+def accept_bind_notification(bridge: IdentityProvider, form: Mapping[str, str], *, now: dt.datetime | None = None
                              ) -> BindOutcome:
     """Verify Huawei's binding notification and store it (idempotently). Nothing is stored on refusal."""
     certs = huawei_certificates(bridge)

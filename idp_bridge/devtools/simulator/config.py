@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from ..huawei.sites import SITES, Site
-from ..saml.errors import ConfigError, MetadataError
-from ..saml.signing import PrivateKeySigner, Signer
+from idp_bridge.huawei.sites import SITES, Site
+from idp_bridge.saml.errors import ConfigError, MetadataError
+from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 #: Where the simulator finds the IdP metadata uploaded for one xAccountType: an http(s) URL fetched
 #: fresh on every use (so a stale or rotated metadata shows up at once), the metadata bytes

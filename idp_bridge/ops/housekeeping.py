@@ -10,8 +10,8 @@ import datetime as dt
 import json
 import logging
 
-from .background import Periodic
-from .store import Store
+from idp_bridge.ops.periodic import Periodic
+from idp_bridge.store import Store
 
 log = logging.getLogger("idp_bridge.housekeeping")
 

@@ -1,6 +1,6 @@
 """Audit events: one structured record per login, rejection, binding, webhook delivery, return, key change.
 
-Each event is stored in the database and written as one JSON log line on the ``idp_bridge.audit``
+Each event is stored in the database and written as one JSON log line on the ``idp_bridge.ops.audit``
 logger. Callers pass only what is safe to keep: never a password, token or raw SAML message.
 """
 
@@ -11,8 +11,8 @@ import json
 import logging
 from typing import Any
 
-from .store import Store
-from .store.audit import scrub_detail
+from idp_bridge.store import Store
+from idp_bridge.store.audit import scrub_detail
 
 log = logging.getLogger("idp_bridge.audit")
 

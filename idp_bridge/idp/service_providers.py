@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ServiceProviderConfig
-from .huawei.sites import Site, site
-from .saml.errors import MetadataError, RequestError
-from .saml.metadata import ServiceProviderMetadata, parse_sp_metadata
-from .saml.xml import MAX_XML_BYTES
+from idp_bridge.config import Config, ServiceProviderConfig
+from idp_bridge.huawei.sites import Site, site
+from idp_bridge.saml.errors import MetadataError, RequestError
+from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from idp_bridge.saml.xml import MAX_XML_BYTES
 
 log = logging.getLogger("idp_bridge.sp")
 
