@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ class Pkcs11Signer:
             return bytes(self._key.sign(data, mechanism=self._mechanism))
 
 
-def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = None) -> Pkcs11Signer:
+def signer_from_config(item: Pkcs11KeyConfig, environ: Mapping[str, str] | None = None) -> Pkcs11Signer:
     env = os.environ if environ is None else environ
     pin = env.get(item.pin_env)
     if not pin:
@@ -153,6 +153,20 @@ def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = N
                         certificate=cert)
 
 
-def signers_from_config(items: Sequence[Pkcs11KeyConfig]) -> list[Pkcs11Signer]:
-    return [signer_from_config(item) for item in items]
+def open_configured(items: Sequence[Pkcs11KeyConfig], environ: Mapping[str, str] | None = None,
+                    ) -> tuple[list[Pkcs11Signer], dict[str, KeyError_]]:
+    """Every configured token key: the signers that opened, and why the others did not (by key id - the
+    certificate's, or ``pkcs11:LABEL`` when even that cannot be read)."""
+    signers: list[Pkcs11Signer] = []
+    failures: dict[str, KeyError_] = {}
+    for item in items:
+        try:
+            signers.append(signer_from_config(item, environ))
+        except KeyError_ as exc:
+            try:
+                kid = key_id_for(x509.load_pem_x509_certificate(item.certificate.read_bytes()))
+            except (OSError, ValueError):
+                kid = f"pkcs11:{item.key_label}"
+            failures[kid] = exc
+    return signers, failures
 
