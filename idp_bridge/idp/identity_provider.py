@@ -111,6 +111,7 @@ class IdentityProvider:
     def accept_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
         """Decode, verify and check an HTTP-Redirect AuthnRequest, and claim its ID once."""
         now = now or utcnow()
+        self.keys.ring()  # nothing can sign (HTTP 503): say so before the customer types a password
         msg = decode_redirect(raw_query)
         request = parse_authn_request(msg.xml)
         sp = self.sps.by_entity_id(request.issuer)
