@@ -29,7 +29,7 @@ def login() -> Any:
         check_csrf()
         user_id = request.form.get("user_id", "").strip()[:128]
         password = request.form.get("password", "")[:1024]
-        user = bridge().store.authenticate(user_id, password) if user_id and password else None
+        user = bridge().store.users.authenticate(user_id, password) if user_id and password else None
         if user is not None:
             log_in(Customer(user_id=user.user_id, email=user.email, name=user.name, mobile=user.mobile),
                    method="local")
