@@ -23,6 +23,7 @@ from idp_bridge.store.keyring import KeyRingRepository
 from idp_bridge.store.outbox import OutboxRepository
 from idp_bridge.store.replay import ReplayRepository
 from idp_bridge.store.sessions import SessionRepository
+from idp_bridge.store.throttle import ThrottleRepository
 from idp_bridge.store.users import UserRepository
 
 
@@ -39,6 +40,7 @@ class Store:
         self.replay = ReplayRepository(self._db)
         self.users = UserRepository(self._db, hasher)
         self.sessions = SessionRepository(self._db)
+        self.throttle = ThrottleRepository(self._db)
         self.audit = AuditRepository(self._db)
         self.keyring = KeyRingRepository(self._db)
         self.exchanges = ExchangeRepository(self._db)
