@@ -38,7 +38,7 @@ def check_keys(report: Report, config: Config, store: Store | None, now: dt.date
     states: Mapping[str, str] = {}
     if store is not None:
         try:
-            states = store.key_states()
+            states = store.keyring.states()
         except Exception as exc:  # noqa: BLE001
             report.add(G, "key states", False, f"cannot read key states: {exc}", "run `idp-bridge db upgrade`")
     keys = KeyRingProvider(config, states=lambda: states, environ=environ)
