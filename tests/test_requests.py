@@ -11,8 +11,8 @@ import onelogin.saml2
 import pytest
 from lxml import etree
 
+from idp_bridge.errors import RequestError
 from idp_bridge.saml.bindings import decode_redirect, encode_redirect
-from idp_bridge.saml.errors import RequestError
 from idp_bridge.saml.metadata import Endpoint, ServiceProviderMetadata, build_sp_metadata, parse_sp_metadata
 from idp_bridge.saml.requests import (
     AuthnRequest,
@@ -22,8 +22,8 @@ from idp_bridge.saml.requests import (
     parse_authn_request,
 )
 from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT
-from tests.pki import cached_key
 from tests.huawei_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.pki import cached_key
 
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
 HUAWEI = HUAWEI_ENTITY_ID

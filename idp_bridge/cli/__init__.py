@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from idp_bridge.config import Config, load_config
-from idp_bridge.saml.errors import BridgeError
+from idp_bridge.errors import ANY_ERROR
 
 
 class BridgeGroup(click.Group):
@@ -19,7 +19,7 @@ class BridgeGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             click.echo(f"error: {exc.operator} [{exc.code}]", err=True)
             ctx.exit(2)
 

@@ -32,7 +32,7 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
     else:
         from idp_bridge.config import load_config
         from idp_bridge.diagnostics.local import local_bridge
-        from idp_bridge.saml.errors import ConfigError
+        from idp_bridge.errors import ConfigError
 
         obj: dict[str, Any] = ctx.ensure_object(dict)
         bridge = None

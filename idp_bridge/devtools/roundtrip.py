@@ -18,10 +18,10 @@ from urllib.parse import urlencode, urlsplit
 
 from idp_bridge.config import ServiceProviderConfig
 from idp_bridge.diagnostics.exchanges import redacted_xml
+from idp_bridge.errors import ANY_ERROR, BridgeError
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.idp.service_providers import ServiceProviderRegistry
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.responses import AssertionSpec, render_response
 from idp_bridge.saml.xml import NAMEID_TRANSIENT, NS_SAML, parse_untrusted
 
@@ -102,7 +102,7 @@ def simulator_round_trip(bridge: IdentityProvider, customer: Customer, *, site: 
             now = dt.datetime.now(dt.UTC)
             form = trial.issue_response(pending, customer, authn_instant=now, session_index="_debug-test-login")
             result.steps.append(("bridge issues a signed Response", True, f"to {form.action}"))
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             result.steps.append(("bridge accepts the request and answers", False, f"[{exc.code}] {exc.operator}"))
             return result
         acs = client.post(urlsplit(form.action).path, data={"SAMLResponse": form.saml_response,

@@ -33,8 +33,8 @@ from lxml import etree
 
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import PROTOCOL_XSD, schema_errors
+from idp_bridge.errors import ANY_ERROR, AnyError, BridgeError
 from idp_bridge.saml.bindings import DEFAULT_LIMITS, decode_redirect, verify_redirect_signature
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.xml import NS_SAMLP, parse_untrusted, qname
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def _iso(when: dt.datetime) -> str:
 def _sp_for_issuer(bridge: IdentityProvider, issuer: str) -> LoadedServiceProvider | None:
     try:
         return bridge.sps.by_entity_id(issuer)
-    except BridgeError:
+    except ANY_ERROR:
         return None
 
 
@@ -253,7 +253,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
     pretty = pretty_xml(xml)
     try:
         req = parse_authn_request(xml)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "structure", False, exc.operator, "the SP sent a malformed AuthnRequest")
         return Decoded("AuthnRequest", cap.source, pretty, fields, report)
     report.add(g, "structure", True, f"ID {req.id}, Issuer {req.issuer}")
@@ -276,7 +276,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
     if redirect is None and cap.raw_query is not None:
         try:
             redirect = decode_redirect(cap.raw_query)
-        except BridgeError:
+        except ANY_ERROR:
             redirect = None
     if redirect is not None and redirect.sig_alg is not None:
         fields["SigAlg"] = redirect.sig_alg
@@ -296,7 +296,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
                 cert = verify_redirect_signature(redirect, certs, required=sp.metadata.authn_requests_signed)
                 report.add(g, "signature", True, f"query signature ({redirect.sig_alg}) verified with "
                            f"{fingerprint(cert) if cert else '?'}")
-            except BridgeError as exc:
+            except ANY_ERROR as exc:
                 report.add(g, "signature", False, exc.operator,
                            "the SP signs with a key the configured SP metadata does not hold: refresh the SP "
                            "metadata (key rotated at the SP), or the query was re-encoded on the way — capture "
@@ -331,7 +331,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
         try:
             accepted = check_authn_request(req, sp=sp.metadata, sso_urls=[bridge.config.sso_url], now=now, skew=skew)
             report.add(g, "verdict", True, f"accepted; the Response would go to {accepted.acs_url}")
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             report.add(g, "verdict", False, f"refused [{exc.code}]: {exc.operator}", "see the failed checks above")
     return Decoded("AuthnRequest", cap.source, pretty, fields, report)
 
@@ -385,7 +385,7 @@ def _pick_sp(bridge: IdentityProvider, destination: str, sp_name: str | None) ->
     for sp in bridge.config.service_providers:
         try:
             loaded = bridge.sps.get(sp.name)
-        except BridgeError:
+        except ANY_ERROR:
             continue
         if destination in loaded.metadata.acs_locations:
             return loaded
@@ -414,16 +414,16 @@ def _bind_request(cap: Captured, fields: dict[str, str], bridge: IdentityProvide
                     "no Signature in the input: decode the whole form (bindRequest, SigAlg, Signature)")
         return Decoded("bindRequest", cap.source, pretty, fields, report)
     certs: list[tuple[str, Sequence[object]]] = []
-    last: BridgeError | None = None
+    last: AnyError | None = None
     for sp_cfg in bridge.config.service_providers:
         try:
             sp = bridge.sps.get(sp_cfg.name)
-        except BridgeError:
+        except ANY_ERROR:
             continue
         certs.append((sp.name, sp.metadata.signing_certificates))
         try:
             note = verify_bind_notification(cap.params, sp.metadata.signing_certificates)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             last = exc
             continue
         report.add(g, "signature", True, f"verified with SP {sp.name}'s certificate {fingerprint(note.certificate)} "

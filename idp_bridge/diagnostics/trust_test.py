@@ -34,9 +34,9 @@ from werkzeug.serving import WSGIRequestHandler
 
 from idp_bridge.diagnostics.http import HttpClient, HttpResult
 from idp_bridge.diagnostics.report import Report
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.bindings import decode_post, decode_redirect, verify_redirect_signature
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.requests import parse_authn_request
 from idp_bridge.saml.response_checks import IdpMetadata, check_response, parse_idp_metadata
@@ -170,7 +170,7 @@ class TrustTest:
                             "check the base URL and that the bridge runs", expected="200", actual=str(res.status))
         try:
             self.idp = parse_idp_metadata(res.body)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             raise self.fail(name, exc.operator, "run `idp-bridge check` on the bridge host") from exc
         self.ok(name, f"entity ID {self.idp.entity_id}, {len(self.idp.signing_certificates)} signing "
                 f"certificate(s), SSO {self.idp.sso_redirect_url}")
@@ -226,7 +226,7 @@ class TrustTest:
         meta = self.get(name, meta_url)
         try:
             self.sp_meta = parse_sp_metadata(meta.body)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             raise self.fail(name, f"SP metadata at {meta_url}: {exc.operator}", "check the SP's login URL") from exc
         res = self.get(name, self.login_link)
         target = res.location or ""
@@ -240,7 +240,7 @@ class TrustTest:
             msg = decode_redirect(target.split("?", 1)[1])
             req = parse_authn_request(msg.xml)
             cert = verify_redirect_signature(msg, self.sp_meta.signing_certificates, required=True)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             raise self.fail(name, exc.operator, "the SP's request does not verify against its own metadata") from exc
         self.request_id = req.id
         self.sso_url = target
@@ -255,7 +255,7 @@ class TrustTest:
             path = cfg.metadata_dir / f"sp-{sp.name}.xml" if sp.metadata_is_url else Path(sp.metadata)
             try:
                 held = parse_sp_metadata(path.read_bytes())
-            except (OSError, BridgeError):
+            except (OSError, *ANY_ERROR):
                 continue
             if held.entity_id != self.sp_meta.entity_id:
                 continue

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from idp_bridge.config import Config
+from idp_bridge.errors import ReplayError
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
-from idp_bridge.saml.errors import ReplayError
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
 from idp_bridge.saml.requests import check_authn_request, parse_authn_request
 from idp_bridge.saml.responses import STATUS_NO_PASSIVE, build_error_response, build_response
