@@ -60,4 +60,18 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 from idp_bridge.cli import audit, bindings, commands  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
-from idp_bridge.cli import check, decode, keys, trust_test  # noqa: E402,F401
+from idp_bridge.cli import check, decode, keys  # noqa: E402,F401
+
+
+def _load_plugins() -> None:
+    """Commands that other packages add (``idp_bridge.plugins`` entry points: the developer tools' demo and
+    trust-test), the way Flask finds ``flask.commands``."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="idp_bridge.plugins"):
+        register = getattr(entry.load(), "register_cli", None)
+        if register is not None:
+            register(main)
+
+
+_load_plugins()

@@ -32,6 +32,7 @@ from idp_bridge.diagnostics.exchanges import (
     response_exchange,
     return_exchange,
 )
+from idp_bridge.diagnostics.preview import customer_for, preview_assertion
 from idp_bridge.errors import ANY_ERROR
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import fingerprint
@@ -224,8 +225,6 @@ def index() -> str:
 
 @bp.route("/preview", methods=["GET", "POST"])
 def preview() -> Any:
-    from idp_bridge.devtools.roundtrip import customer_for, preview_assertion
-
     b = bridge()
     result = error = None
     user_id = request.values.get("user_id", "")[:128]
@@ -238,21 +237,3 @@ def preview() -> Any:
             error = exc.operator
     return _render("debug_preview.html", result=result, error=error, user_id=user_id, sp=sp_name,
                            sp_names=[s.name for s in b.config.service_providers])
-
-
-@bp.post("/test-login")
-def test_login() -> Any:
-    from idp_bridge.devtools.roundtrip import customer_for, simulator_round_trip
-
-    check_csrf()
-    b = bridge()
-    user_id = request.form.get("user_id", "")[:128]
-    error = None
-    result = None
-    try:
-        result = simulator_round_trip(b, customer_for(b, user_id), site=request.form.get("site", "cn"))
-    except ANY_ERROR as exc:
-        error = exc.operator
-    audit(b.store, "debug_test_login", "ok" if result and result.ok else "refused", correlation_id=correlation_id(),
-          customer=user_id or None)
-    return _render("debug_test_login.html", result=result, error=error, user_id=user_id)
