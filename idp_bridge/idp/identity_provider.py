@@ -8,6 +8,7 @@ raises one typed ``BridgeError``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
-from idp_bridge.saml.errors import ReplayError
+from idp_bridge.saml.errors import ReplayError, RequestError
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
 from idp_bridge.saml.requests import check_authn_request, parse_authn_request
 from idp_bridge.saml.responses import STATUS_NO_PASSIVE, build_error_response, build_response
@@ -28,6 +29,9 @@ from idp_bridge.store import Store
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,255}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ class IdentityProvider:
         skew = dt.timedelta(seconds=self.config.saml.clock_skew_seconds)
         accepted = check_authn_request(request, sp=sp.metadata, sso_urls=[self.config.sso_url], now=now, skew=skew)
         expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
+        if not _REQUEST_ID.fullmatch(request.id):  # it is stored (replay) and echoed (InResponseTo): bounded
+            raise RequestError(f"AuthnRequest ID {request.id[:40]!r}… ({len(request.id)} characters) is not an "
+                               "xs:ID of at most 256 ASCII letters, digits, '_', '-', '.'", code="request_id_invalid")
         if not self.store.claim_once("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
             raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
                               "each request is accepted once", code="request_replayed")
