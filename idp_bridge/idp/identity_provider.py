@@ -80,7 +80,7 @@ class IdentityProvider:
                  sps: ServiceProviderRegistry | None = None) -> None:
         self.config = config
         self.store = store
-        self.keys = keys or KeyRingProvider(config, states=store.key_states)
+        self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class IdentityProvider:
         if not _REQUEST_ID.fullmatch(request.id):  # it is stored (replay) and echoed (InResponseTo): bounded
             raise RequestError(f"AuthnRequest ID {request.id[:40]!r}… ({len(request.id)} characters) is not an "
                                "xs:ID of at most 256 ASCII letters, digits, '_', '-', '.'", code="request_id_invalid")
-        if not self.store.claim_once("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
+        if not self.store.replay.claim("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
             raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
                               "each request is accepted once", code="request_replayed")
         return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
@@ -180,5 +180,5 @@ class IdentityProvider:
         """
         if customer.bound:
             return False
-        binding = self.store.get_binding(customer.user_id)
+        binding = self.store.bindings.get(customer.user_id)
         return binding is None or not binding.bound
