@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from idp_bridge.saml.bindings import decode_redirect, encode_redirect
-from idp_bridge.saml.errors import RequestError
+from idp_bridge.saml.errors import RequestError, SignatureError
 from idp_bridge.saml.metadata import Endpoint, ServiceProviderMetadata, build_sp_metadata, parse_sp_metadata
 from idp_bridge.saml.requests import (
     AuthnRequest,
@@ -32,7 +32,10 @@ NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def _huawei_sp() -> ServiceProviderMetadata:
-    return parse_sp_metadata((FIXTURES / "huawei-cn-sp-metadata.xml").read_bytes())
+    """Huawei's SP metadata, letting requests arrive unsigned: the rule tests here judge bare requests
+    (no query); the signature rule is tested with real signed queries (``_signed``)."""
+    return dataclasses.replace(parse_sp_metadata((FIXTURES / "huawei-cn-sp-metadata.xml").read_bytes()),
+                               authn_requests_signed=False)
 
 
 def _request(**changes: object) -> AuthnRequest:
@@ -128,8 +131,11 @@ def test_full_redirect_pipeline_with_signature() -> None:
     msg = decode_redirect(url.partition("?")[2])
     assert verify_redirect_signature(msg, sp.signing_certificates, required=sp.authn_requests_signed)
     req = find_sp(parse_authn_request(msg.xml).issuer, [sp])
-    accepted = check_authn_request(parse_authn_request(msg.xml), sp=req, sso_urls=[SSO], now=NOW)
+    accepted = check_authn_request(parse_authn_request(msg.xml), sp=req, sso_urls=[SSO], now=NOW, redirect=msg)
     assert accepted.acs_url == HUAWEI_ACS
+    with pytest.raises(SignatureError) as exc:  # the same request without its query signature
+        check_authn_request(parse_authn_request(msg.xml), sp=req, sso_urls=[SSO], now=NOW)
+    assert exc.value.code == "signature_missing"
 
 
 # --------------------------------------------------------------------------- check rejections
