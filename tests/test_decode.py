@@ -19,9 +19,9 @@ from idp_bridge.huawei.attributes import Customer
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
 from idp_bridge.store import Store
+from tests.huawei_fixtures import FIXTURES
 from tests.journey import SP_ACS, SP_ENTITY_ID, Env, make_env
 from tests.pki import make_key
-from tests.huawei_fixtures import FIXTURES
 
 SAMPLE = FIXTURES / "huawei-doc-sample-samlrequest.txt"
 SAMPLE_ID = "_th2kld6nqqaq6lbvbw1cqqkbld2m7shj5i7x"

@@ -18,11 +18,11 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from idp_bridge.saml import algorithms
 from idp_bridge.saml.errors import SignatureError
 from idp_bridge.saml.responses import (
+    ASSERTION_INCLUSIVE_PREFIXES,
     STATUS_AUTHN_FAILED,
     STATUS_RESPONDER,
     AssertionSpec,
     ResponseBuildError,
-    ASSERTION_INCLUSIVE_PREFIXES,
     _canonical_assertion,
     build_error_response,
     build_response,

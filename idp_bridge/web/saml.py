@@ -62,11 +62,7 @@ def sso_continue() -> Response:
         raise RequestError("no pending sign-in request in this session (it was completed, expired, or the "
                            "session changed)", code="no_pending_request")
     b = bridge()
-    try:
-        pending = b.pending_login(data)
-    except RequestError:
-        session.pop("pending", None)  # too old to answer: never answered later either
-        raise
+    pending = b.pending_login(data)  # too old: refused (the error handler drops it from the session)
     customer = current_customer()
     fresh = customer is not None and not pending.needs_fresh_login(
         dt.datetime.fromisoformat(session["authn_instant"]))
