@@ -96,7 +96,7 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
 def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_port: int = 8001,
                  database_url: str | None = None, platform_port: int = 8002) -> DemoSetup:
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="idp-bridge-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # config, keys, database: owner only
     config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url,
                                platform_port=platform_port)
     if not scan_key_dir(config.key_dir):  # a reused --dir keeps its key ring

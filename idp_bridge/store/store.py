@@ -18,6 +18,7 @@ from idp_bridge.store import (
     purge,
     replay,
     sessions,
+    throttle,
     users,
 )
 from idp_bridge.store.audit import AuditEvent
@@ -104,6 +105,14 @@ class Store:
 
     def get_user(self, user_id: str) -> User | None:
         return users.get_user(self._db, user_id)
+
+    # --- sign-in throttling --------------------------------------------------------------------
+    def throttle_reserve(self, rules: dict[str, throttle.ThrottleRule], *, now: datetime) -> throttle.Verdict:
+        """Count one sign-in attempt against every key, unless one refuses it (atomic across workers)."""
+        return throttle.reserve(self._db, rules, now=now)
+
+    def throttle_succeeded(self, *, reset: list[str], refund: list[str]) -> None:
+        throttle.succeeded(self._db, reset=reset, refund=refund)
 
     # --- sessions -----------------------------------------------------------------------------
     def create_session(
