@@ -49,7 +49,7 @@ def test_init_creates_database_owner_only(workdir: Path, open_umask: None) -> No
     result = CliRunner().invoke(main, ["users", "add", "cust-1"], input="a long password\n", catch_exceptions=False)
     assert result.exit_code == 0, result.output
     store = Store.from_url(f"sqlite:///{db}", password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-2", "another password")
+    store.users.add("cust-2", "another password")
     extra = [p for p in (workdir / "idp-bridge.db-wal", workdir / "idp-bridge.db-shm") if p.exists()]
     assert extra, "WAL mode leaves a -wal file while a connection is open"
     assert all(mode(p) == 0o600 for p in extra), {p.name: oct(mode(p)) for p in extra}

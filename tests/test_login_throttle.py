@@ -70,8 +70,8 @@ def env(tmp_path: Path, db_url: str) -> Env:
 @pytest.fixture
 def app(env: Env) -> Iterator[Flask]:
     application, store = build(env)
-    store.add_user("cust-1001", PASSWORD)
-    store.add_user("cust-2002", PASSWORD)
+    store.users.add("cust-1001", PASSWORD)
+    store.users.add("cust-2002", PASSWORD)
     yield application
     store.dispose()
 
@@ -88,7 +88,7 @@ def post_login(client: FlaskClient, user_id: str, password: str, **environ: str)
 
 
 def lockouts(store: Store) -> list[Any]:
-    return [e for e in store.recent_events(200) if e.event == "login_lockout"]
+    return [e for e in store.audit.recent(200) if e.event == "login_lockout"]
 
 
 def test_account_locked_after_its_limit_even_for_the_right_password(app: Flask) -> None:
@@ -126,7 +126,7 @@ def test_success_clears_the_account_count(app: Flask) -> None:
 def test_unknown_user_and_wrong_password_are_indistinguishable(env: Env) -> None:
     hasher = CountingHasher()
     app, store = build(env, hasher)
-    store.add_user("cust-1001", PASSWORD)
+    store.users.add("cust-1001", PASSWORD)
     hasher.verified = 0
     client = app.test_client()
     known = post_login(client, "cust-1001", "wrong password")
@@ -215,21 +215,21 @@ def test_console_honest_sign_in_still_works(env: Env) -> None:
 
 def test_lock_out_ends_and_purge_forgets(store: Store) -> None:
     rule = ThrottleRule(2, dt.timedelta(minutes=15), dt.timedelta(minutes=10))
-    assert store.throttle_reserve({"k": rule}, now=NOW).allowed
-    assert store.throttle_reserve({"k": rule}, now=NOW).allowed
-    refused = store.throttle_reserve({"k": rule}, now=NOW + dt.timedelta(seconds=1))
+    assert store.throttle.reserve({"k": rule}, now=NOW).allowed
+    assert store.throttle.reserve({"k": rule}, now=NOW).allowed
+    refused = store.throttle.reserve({"k": rule}, now=NOW + dt.timedelta(seconds=1))
     assert not refused.allowed and refused.newly_locked == ("k",) and refused.retry_after == 600
-    later = store.throttle_reserve({"k": rule}, now=NOW + dt.timedelta(minutes=5))
+    later = store.throttle.reserve({"k": rule}, now=NOW + dt.timedelta(minutes=5))
     assert not later.allowed and later.newly_locked == () and 299 <= later.retry_after <= 301
-    assert store.throttle_reserve({"k": rule}, now=NOW + dt.timedelta(minutes=11)).allowed
+    assert store.throttle.reserve({"k": rule}, now=NOW + dt.timedelta(minutes=11)).allowed
     assert store.purge_expired(NOW + dt.timedelta(minutes=20))["login_throttle"] == 0  # window still open
     assert store.purge_expired(NOW + dt.timedelta(minutes=27))["login_throttle"] == 1
 
 
 def test_window_resets_the_count(store: Store) -> None:
     rule = ThrottleRule(1, dt.timedelta(minutes=1), dt.timedelta(minutes=10))
-    assert store.throttle_reserve({"k": rule}, now=NOW).allowed
-    assert store.throttle_reserve({"k": rule}, now=NOW + dt.timedelta(minutes=2)).allowed
+    assert store.throttle.reserve({"k": rule}, now=NOW).allowed
+    assert store.throttle.reserve({"k": rule}, now=NOW + dt.timedelta(minutes=2)).allowed
 
 
 def test_client_network() -> None:

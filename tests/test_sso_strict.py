@@ -51,7 +51,7 @@ def _app(env: Env, **saml: int) -> Iterator[Flask]:
     if saml:
         config = dataclasses.replace(config, saml=dataclasses.replace(config.saml, **saml))
     store = Store.from_url(config.database_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example", name="Wang Fang")
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example", name="Wang Fang")
     application = create_app(bridge=IdentityProvider(config, store))
     application.testing = False
     yield application

@@ -104,8 +104,8 @@ def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_por
     store = Store.from_url(config.database_url)
     store.upgrade()
     for user in DEMO_USERS:
-        if store.get_user(user.user_id) is None:
-            store.add_user(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
+        if store.users.get(user.user_id) is None:
+            store.users.add(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
     return DemoSetup(workdir, config, config.base_url, f"http://127.0.0.1:{simulator_port}",
                      platform_url=f"http://127.0.0.1:{platform_port}")
 

@@ -94,7 +94,7 @@ class IdentityProvider:
                  sps: ServiceProviderRegistry | None = None) -> None:
         self.config = config
         self.store = store
-        self.keys = keys or KeyRingProvider(config, states=store.key_states)
+        self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -154,7 +154,7 @@ class IdentityProvider:
 
     def _claim(self, request_id: str, issuer: str, now: dt.datetime, skew: dt.timedelta) -> None:
         expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
-        if not self.store.claim_once("authn_request", request_id, issuer=issuer, expires_at=expires, now=now):
+        if not self.store.replay.claim("authn_request", request_id, issuer=issuer, expires_at=expires, now=now):
             raise ReplayError(f"AuthnRequest ID {request_id!r} from {issuer!r} was already used; "
                               "each request is accepted once", code="request_replayed")
 
@@ -235,5 +235,5 @@ class IdentityProvider:
         """
         if customer.bound:
             return False
-        binding = self.store.get_binding(customer.user_id)
+        binding = self.store.bindings.get(customer.user_id)
         return binding is None or not binding.bound

@@ -42,7 +42,7 @@ def login() -> Any:
                 minutes = -(-attempt.retry_after // 60)
                 error = f"Too many sign-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
                 return render_template("login.html", error=error), 429, {"Retry-After": str(attempt.retry_after)}
-            user = bridge().store.authenticate(user_id, password)
+            user = bridge().store.users.authenticate(user_id, password)
             if user is not None:
                 attempt.succeeded()
         if user is not None:

@@ -205,7 +205,7 @@ def _sp_rows() -> list[dict[str, str]]:
 
 def _rejections() -> list[Any]:
     try:
-        return [e for e in bridge().store.recent_events(100) if e.outcome != "ok"]
+        return [e for e in bridge().store.audit.recent(100) if e.outcome != "ok"]
     except Exception:  # noqa: BLE001 - the page still shows the rest
         return []
 

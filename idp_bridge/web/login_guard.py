@@ -50,7 +50,7 @@ class Attempt:
         return self.verdict.retry_after
 
     def succeeded(self) -> None:
-        bridge().store.throttle_succeeded(reset=[self.account_key], refund=[self.address_key])
+        bridge().store.throttle.succeeded(reset=[self.account_key], refund=[self.address_key])
 
 
 def begin_attempt(scope: str, account: str) -> Attempt:
@@ -62,7 +62,7 @@ def begin_attempt(scope: str, account: str) -> Attempt:
     network = client_network(request.remote_addr)
     account_key = f"{scope}:account:{account}"
     address_key = f"{scope}:address:{network}"
-    verdict = b.store.throttle_reserve({
+    verdict = b.store.throttle.reserve({
         account_key: ThrottleRule(limits.login_account_attempts, window, lockout),
         address_key: ThrottleRule(limits.login_address_attempts, window, lockout),
     }, now=dt.datetime.now(dt.UTC))
