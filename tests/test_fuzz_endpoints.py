@@ -97,7 +97,7 @@ def env(tmp_path: Path, db_url: str) -> Env:
 @pytest.fixture
 def app(env: Env) -> Iterator[Flask]:
     store = Store.from_url(env.config.database_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example", name="Wang Fang")
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example", name="Wang Fang")
     application = create_app(bridge=IdentityProvider(env.config, store))
     application.testing = False  # the real error handlers
     yield application
@@ -240,7 +240,7 @@ def test_platform_signed_handoff_tokens_with_hostile_claims(app: Flask, env: Env
 
 # --- the examples, pinned, beside the honest flows ----------------------------------------------------
 def audit_reasons(app: Flask) -> list[str | None]:
-    return [e.reason_code for e in app.extensions["idp_bridge"].store.recent_events(50)]
+    return [e.reason_code for e in app.extensions["idp_bridge"].store.audit.recent(50)]
 
 
 def test_nul_in_user_id_refused_at_the_edge_and_honest_login_works(app: Flask) -> None:
@@ -274,7 +274,7 @@ def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask) ->
     honest = '{"xUserId":"c-1","domainId":"d1","domainName":"hw_c1","bindAction":0,"extra":{"k":[1,2.5,"v"]}}'
     resp = client.post("/huawei/bind", data=_huawei_signed(_b64(honest)))
     assert resp.status_code == 303 and resp.headers["Location"].startswith(SHOP)
-    binding = app.extensions["idp_bridge"].store.get_binding("c-1")
+    binding = app.extensions["idp_bridge"].store.bindings.get("c-1")
     assert binding is not None and binding.bound
 
 
