@@ -23,12 +23,13 @@ from idp_bridge.saml.errors import (
     SamlError,
     SignatureError,
     SigningKeyError,
+    StatusResponseError,
 )
 
 __all__ = [
     "ANY_ERROR", "AnyError", "BridgeError", "ConfigError", "KeyRingError", "MetadataError", "ReplayError",
     "RequestError", "SamlError", "SignatureError", "SigningKeyError", "StoreError", "StoreNotMigratedError",
-    "StoreUnavailableError", "UnknownUserError", "UserExistsError",
+    "StoreUnavailableError", "StatusResponseError", "UnknownUserError", "UserExistsError",
 ]
 
 
