@@ -21,8 +21,8 @@ from idp_bridge.diagnostics.check_keys import check_keys
 from idp_bridge.diagnostics.http import HttpClient, HttpResult
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import schema_errors
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
@@ -70,7 +70,7 @@ def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
     report = Report("idp-bridge check")
     try:
         config = load_config(config_path, environ=environ)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add("config", "config valid", False, exc.operator,
                    "correct the config file as the message says, then run `idp-bridge check` again")
         return report
@@ -138,7 +138,7 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, key
     try:
         bridge = IdentityProvider(config, store, keys=keys)  # type: ignore[arg-type]  # store None: nothing here writes
         meta = bridge.metadata()
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "metadata builds", False, exc.operator, "fix the key problems listed above")
         return
     xml = meta.xml
@@ -173,7 +173,7 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, key
                    expected="no private key, password or secret", actual=file_secret.group(0) if file_secret else "")
         try:
             file_entity = _entity_id_of(data)
-        except (BridgeError, ValueError) as exc:
+        except (*ANY_ERROR, ValueError) as exc:
             file_entity = f"(unreadable: {exc})"
         report.add(g, "entity ID in exported file", file_entity == config.entity_id, f"{exported}: {file_entity}",
                    "the entity ID changed since the last export: run `idp-bridge metadata export` and upload the "
@@ -197,7 +197,7 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, key
         else:
             try:
                 served_entity = _entity_id_of(served.body)
-            except (BridgeError, ValueError) as exc:
+            except (*ANY_ERROR, ValueError) as exc:
                 served_entity = f"(unreadable: {exc})"
             report.add(g, "entity ID in served metadata", served_entity == config.entity_id,
                        f"{config.metadata_url}: {served_entity}",
@@ -277,7 +277,7 @@ def _check_sample_response(report: Report, bridge: IdentityProvider, idp_xml: by
                                now.isoformat())
         form = bridge.issue_response(pending, Customer(user_id="check-sample-customer"), authn_instant=now,
                                      session_index="_check", now=now)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.skip(g, "entity ID in responses", f"no sample Response built: {exc.operator}")
         return
     from idp_bridge.saml.bindings import decode_post
@@ -366,7 +366,7 @@ def _check_sp(report: Report, config: Config, sp: ServiceProviderConfig, fetch: 
         return
     try:
         meta: ServiceProviderMetadata = parse_sp_metadata(data)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "metadata loaded", False, exc.operator,
                    f"replace the SP metadata with a fresh copy from {_site_metadata_url(sp)}")
         return

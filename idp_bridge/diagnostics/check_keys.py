@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from idp_bridge.config import Config
 from idp_bridge.diagnostics.report import Report
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import BridgeError
 
 if TYPE_CHECKING:
     from idp_bridge.store import Store
@@ -55,7 +55,7 @@ def check_keys(report: Report, config: Config, store: Store | None, now: dt.date
         try:
             check_private_key_file(key_path)
             report.add(G, f"{kid} permissions", True, f"{key_path} mode {mode:04o}")
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             report.add(G, f"{kid} permissions", False, exc.operator, f"chmod 600 {key_path} (and chown it to the "
                        "user the bridge runs as); consider the key exposed if others could read it",
                        expected="0600 (owner only)", actual=f"{mode:04o}")
@@ -72,7 +72,7 @@ def check_keys(report: Report, config: Config, store: Store | None, now: dt.date
         try:
             load_pair(key_path, cert_path, passphrase=config.key_passphrase)
             report.add(G, f"{kid} key matches certificate", True, f"{key_path.name} ↔ {cert_path.name}")
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             report.add(G, f"{kid} key matches certificate", False, exc.operator,
                        f"put the matching private key/certificate pair in {config.key_dir} (or remove the broken "
                        "pair); a pair that does not load stops the bridge from signing")
@@ -96,7 +96,7 @@ def check_keys(report: Report, config: Config, store: Store | None, now: dt.date
         active = ring.active
         summary = ", ".join(f"{e.key_id}={e.state}" for e in ring.entries)
         report.add(G, "key states", True, f"one active key ({active.key_id}); {summary}")
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(G, "key states", False, exc.operator,
                    "make exactly one key active (`idp-bridge keys list`, `idp-bridge keys activate KEY_ID`), "
                    "and fix or remove any pair that does not load")

@@ -3,7 +3,7 @@ and ``<key_dir>/<key_id>.crt`` (PEM certificate); reading, checking, generating 
 
 ``key_id`` is derived from the certificate: the first 16 hex digits of its SHA-256 fingerprint.
 Loading is fail-closed: a pair that does not load (group/other-readable file, truncated PEM, key and
-certificate that do not match, RSA below 2048 bits, wrong passphrase) raises ``KeyError_``. Files are
+certificate that do not match, RSA below 2048 bits, wrong passphrase) raises ``KeyRingError``. Files are
 written atomically (beside, fsync, rename) so a reader never sees half a file of ours.
 """
 
@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from idp_bridge.errors import KeyRingError, SigningKeyError
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256")
@@ -37,7 +37,7 @@ def check_private_key_file(path: Path) -> None:
     """Refuse a private key file that group or others may read or write."""
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyError_(f"private key {str(path)!r} has mode {stat.S_IMODE(mode):04o}; it must be readable by its "
+        raise KeyRingError(f"private key {str(path)!r} has mode {stat.S_IMODE(mode):04o}; it must be readable by its "
                         f"owner only (chmod 600 {str(path)!r})", code="key_file_permissions")
 
 
@@ -63,11 +63,11 @@ def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None)
     try:
         cert_pem = cert_path.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"certificate {str(cert_path)!r} cannot be read: {exc}", code="key_cert_unreadable") from exc
+        raise KeyRingError(f"certificate {str(cert_path)!r} cannot be read: {exc}", code="key_cert_unreadable") from exc
     try:
         key_pem = key_path.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"private key {str(key_path)!r} cannot be read: {exc}", code="key_unreadable") from exc
+        raise KeyRingError(f"private key {str(key_path)!r} cannot be read: {exc}", code="key_unreadable") from exc
     return parse_pair(key_pem, cert_pem, key_where=str(key_path), cert_where=str(cert_path), passphrase=passphrase)
 
 
@@ -76,22 +76,22 @@ def parse_pair(key_pem: bytes, cert_pem: bytes, *, key_where: str, cert_where: s
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
-        raise KeyError_(f"certificate {cert_where!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
+        raise KeyRingError(f"certificate {cert_where!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
     try:
         private_key = serialization.load_pem_private_key(key_pem, password=passphrase.encode() if passphrase else None)
     except TypeError as exc:
-        raise KeyError_(f"private key {key_where!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
+        raise KeyRingError(f"private key {key_where!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
                         "IDP_BRIDGE_KEY_PASSPHRASE_FILE)", code="key_passphrase") from exc
     except ValueError as exc:
-        raise KeyError_(f"private key {key_where!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
+        raise KeyRingError(f"private key {key_where!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
     if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise KeyError_(f"private key {key_where!r} is {type(private_key).__name__}; expected RSA or ECDSA",
+        raise KeyRingError(f"private key {key_where!r} is {type(private_key).__name__}; expected RSA or ECDSA",
                         code="key_algorithm")
     check_certificate_key(cert, cert_where)
     try:
         signer = PrivateKeySigner(private_key, cert, key_id=key_id_for(cert))
-    except KeyError_ as exc:
-        raise KeyError_(f"{key_where!r}: {exc.operator}", code=exc.code) from exc
+    except SigningKeyError as exc:
+        raise KeyRingError(f"{key_where!r}: {exc.operator}", code=exc.code) from exc
     return LoadedPair(signer, cert, key_pem, cert_pem)
 
 
@@ -100,17 +100,17 @@ def check_certificate_key(cert: x509.Certificate, where: str) -> None:
     public = cert.public_key()
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < MIN_RSA_BITS:
-            raise KeyError_(f"{where}: RSA key is {public.key_size} bits; at least {MIN_RSA_BITS} bits are "
+            raise KeyRingError(f"{where}: RSA key is {public.key_size} bits; at least {MIN_RSA_BITS} bits are "
                             "required (Huawei recommends RSA >= 2048)", code="key_too_small")
     elif not isinstance(public, ec.EllipticCurvePublicKey):
-        raise KeyError_(f"{where}: the certificate holds a {type(public).__name__}; expected RSA or ECDSA",
+        raise KeyRingError(f"{where}: the certificate holds a {type(public).__name__}; expected RSA or ECDSA",
                         code="key_algorithm")
 
 
 def check_not_expired(cert: x509.Certificate, where: str, now: dt.datetime | None = None) -> None:
     now = now or dt.datetime.now(dt.UTC)
     if cert.not_valid_after_utc <= now:
-        raise KeyError_(f"{where}: certificate {fingerprint(cert)} expired at "
+        raise KeyRingError(f"{where}: certificate {fingerprint(cert)} expired at "
                         f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ} (now {now:%Y-%m-%dT%H:%M:%SZ}); "
                         "an SP refuses its signatures", code="key_expired")
 
@@ -132,7 +132,7 @@ def _new_private_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePriv
         return ec.generate_private_key(ec.SECP256R1())
     if algorithm.startswith("rsa-") and algorithm in ALGORITHMS:
         return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
-    raise KeyError_(f"key algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}", code="key_algorithm")
+    raise KeyRingError(f"key algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}", code="key_algorithm")
 
 
 def self_signed_certificate(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *, common_name: str,

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from idp_bridge.config import Config
+from idp_bridge.errors import KeyRingError
 from idp_bridge.keys.ring import KeyProblem, KeyRing, PairCache, expiring, load_ring
 from idp_bridge.keys.verified import VerifiedCopies
-from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.signing import Signer
 
 log = logging.getLogger("idp_bridge.keys")
@@ -61,13 +61,13 @@ class KeyRingProvider:
         self._environ = environ
         self._lock = threading.Lock()  # one load at a time; requests never take it once serving
         self._ring: KeyRing | None = None
-        self._failure: KeyError_ | None = None  # why there is no ring (start-up could not load a signing key)
+        self._failure: KeyRingError | None = None  # why there is no ring (start-up could not load a signing key)
         self._signature: object = None
         self._checked = 0.0
         self._cache = PairCache()
         self.verified = VerifiedCopies(config.key_dir)
         self._hsm: Sequence[Signer] | None = None
-        self._hsm_failures: dict[str, KeyError_] = {}
+        self._hsm_failures: dict[str, KeyRingError] = {}
         self._logged_problems: frozenset[KeyProblem] = frozenset()
         self._states_error: str | None = None
         self._warned_expiry: set[str] = set()
@@ -87,7 +87,7 @@ class KeyRingProvider:
         return self._hsm
 
     @property
-    def hsm_failures(self) -> Mapping[str, KeyError_]:
+    def hsm_failures(self) -> Mapping[str, KeyRingError]:
         self.hsm_signers()
         return dict(self._hsm_failures)
 
@@ -120,7 +120,7 @@ class KeyRingProvider:
         if ring is None:
             failure = self._failure
             assert failure is not None
-            raise KeyError_(failure.operator, code=failure.code, status=503)
+            raise KeyRingError(failure.operator, code=failure.code, status=503)
         return ring
 
     def health(self) -> KeyHealth:
@@ -165,7 +165,7 @@ class KeyRingProvider:
                     log.error("%s; the keys loaded before keep signing", why)
                 self._states_error = why
                 if self._ring is None:
-                    self._failure = KeyError_(why, code="key_states_unreadable", status=503)
+                    self._failure = KeyRingError(why, code="key_states_unreadable", status=503)
                 return False
             self._states_error = None
             signature = (_dir_signature(self._config.key_dir), tuple(sorted(states.items())))
@@ -184,10 +184,10 @@ class KeyRingProvider:
                               cache=self._cache, verified=self.verified)
             try:
                 fresh.active  # noqa: B018 - a ring with no single usable active key is not good
-            except KeyError_ as exc:
+            except KeyRingError as exc:
                 why = "; ".join(f"key {p.key_id} refused: {p.message} [{p.code}]" for p in fresh.problems)
-                raise KeyError_(f"{exc.operator}{' (' + why + ')' if why else ''}", code=exc.code) from exc
-        except KeyError_ as exc:
+                raise KeyRingError(f"{exc.operator}{' (' + why + ')' if why else ''}", code=exc.code) from exc
+        except KeyRingError as exc:
             self.last_error = str(exc)
             if first:
                 self._failure = exc

@@ -11,7 +11,7 @@ on the active key, a file named for another certificate) is refused with a :clas
 A refused published key is then taken, in this order, as ``previous`` held it (a running worker:
 its old state too, so a refused key never becomes the signer) or from its last verified copy
 (``verified``: a worker starting beside a broken file); a key taken so still carries its problem.
-``strict`` (start-up): an active key that cannot be taken either way raises ``KeyError_``; a next or
+``strict`` (start-up): an active key that cannot be taken either way raises ``KeyRingError``; a next or
 retiring key only drops out, so a bad file beside the signing key never stops a worker.
 
 ``cache`` keeps each parsed pair under its files' ``os.stat`` (inode, size, times, mode): a pair is
@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from idp_bridge.errors import KeyRingError
 from idp_bridge.keys.files import (
     LoadedPair,
     check_certificate_key,
@@ -39,7 +40,6 @@ from idp_bridge.keys.files import (
 )
 from idp_bridge.keys.verified import VerifiedCopies
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.signing import Signer
 
 STATES = ("next", "active", "retiring", "retired")
@@ -96,7 +96,7 @@ class KeyRing:
         active = [e for e in self.entries if e.state == "active"]
         if len(active) != 1:
             ids = ", ".join(e.key_id for e in active) or "none"
-            raise KeyError_(f"exactly one signing key must be active; active now: {ids}", code="key_no_active")
+            raise KeyRingError(f"exactly one signing key must be active; active now: {ids}", code="key_no_active")
         return active[0]
 
     @property
@@ -109,7 +109,7 @@ class KeyRing:
         for e in self.entries:
             if e.key_id == key_id:
                 return e
-        raise KeyError_(f"no key {key_id!r} in the key ring (have: {', '.join(e.key_id for e in self.entries)})",
+        raise KeyRingError(f"no key {key_id!r} in the key ring (have: {', '.join(e.key_id for e in self.entries)})",
                         code="key_unknown")
 
 
@@ -117,7 +117,7 @@ class PairCache:
     """Parsed pairs by path, valid while both files' ``os.stat`` stays the same (refusals are kept too)."""
 
     def __init__(self) -> None:
-        self._pairs: dict[Path, tuple[tuple[tuple[int, ...], tuple[int, ...]], LoadedPair | KeyError_]] = {}
+        self._pairs: dict[Path, tuple[tuple[tuple[int, ...], tuple[int, ...]], LoadedPair | KeyRingError]] = {}
 
     def load(self, key_path: Path, cert_path: Path, passphrase: str | None) -> tuple[LoadedPair, bool]:
         """The pair and whether it was parsed just now; raises the (cached) refusal."""
@@ -127,22 +127,22 @@ class PairCache:
             stamp = None
         cached = self._pairs.get(key_path)
         if stamp is not None and cached is not None and cached[0] == stamp:
-            if isinstance(cached[1], KeyError_):
+            if isinstance(cached[1], KeyRingError):
                 raise cached[1]
             return cached[1], False
         try:
-            pair: LoadedPair | KeyError_ = load_pair(key_path, cert_path, passphrase=passphrase)
-        except KeyError_ as exc:
+            pair: LoadedPair | KeyRingError = load_pair(key_path, cert_path, passphrase=passphrase)
+        except KeyRingError as exc:
             pair = exc
         if stamp is not None:
             self._pairs[key_path] = (stamp, pair)
-        if isinstance(pair, KeyError_):
+        if isinstance(pair, KeyRingError):
             raise pair
         return pair, True
 
 
 def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphrase: str | None = None,
-              hsm: Sequence[Signer] = (), hsm_failures: Mapping[str, KeyError_] | None = None,
+              hsm: Sequence[Signer] = (), hsm_failures: Mapping[str, KeyRingError] | None = None,
               previous: KeyRing | None = None, strict: bool = True, now: dt.datetime | None = None,
               cache: PairCache | None = None, verified: VerifiedCopies | None = None) -> KeyRing:
     """Assemble the key ring from ``key_dir`` and the PKCS#11 keys ``hsm`` (``hsm_failures``: key id -> why a
@@ -165,11 +165,11 @@ def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphr
         if pair is not None and state == "active":
             try:
                 check_not_expired(pair.certificate, f"verified copy of key {kid}", now)
-            except KeyError_:
+            except KeyRingError:
                 return None
         return pair
 
-    def refuse(kid: str, path: str, state: str, exc: KeyError_) -> None:
+    def refuse(kid: str, path: str, state: str, exc: KeyRingError) -> None:
         kept = previous_by_id.get(kid)
         if kept is not None:  # as it was: its old state too, so a refused key never becomes the signer
             entries.append(kept)
@@ -199,11 +199,11 @@ def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphr
             pair, fresh = cache.load(key_path, cert_path, passphrase)
             kid = key_id_for(pair.certificate)
             if kid != file_id:
-                raise KeyError_(f"{str(cert_path)!r} holds certificate {kid}, not {file_id} (the file name "
+                raise KeyRingError(f"{str(cert_path)!r} holds certificate {kid}, not {file_id} (the file name "
                                 "must be the key id)", code="key_id_mismatch")
             if state == "active":
                 check_not_expired(pair.certificate, str(cert_path), now)
-        except KeyError_ as exc:
+        except KeyRingError as exc:
             refuse(file_id, str(key_path), state, exc)
             continue
         if fresh and verified is not None:
@@ -219,7 +219,7 @@ def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphr
             check_certificate_key(signer.certificate, f"PKCS#11 key {signer.key_id}")
             if state == "active":
                 check_not_expired(signer.certificate, f"PKCS#11 key {signer.key_id}", now)
-        except KeyError_ as exc:
+        except KeyRingError as exc:
             refuse(signer.key_id, where, state, exc)
             continue
         entries.append(KeyEntry(signer.key_id, signer.certificate, signer, Path(where), Path(where), state,
@@ -232,11 +232,11 @@ def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphr
     for kid, state in sorted(states.items()):
         if state == "active" and kid not in seen:  # the signing key's files are gone (or only half there)
             missing = [p for p in (key_dir / f"{kid}.key", key_dir / f"{kid}.crt") if not p.exists()]
-            refuse(kid, str(missing[0] if missing else key_dir / f"{kid}.key"), state, KeyError_(
+            refuse(kid, str(missing[0] if missing else key_dir / f"{kid}.key"), state, KeyRingError(
                 f"the active key {kid} has no {' and no '.join(repr(str(p)) for p in missing) or 'key file'}",
                 code="key_missing"))
     if not entries and not problems:
-        raise KeyError_(f"no usable signing key in {str(key_dir)!r} (states: "
+        raise KeyRingError(f"no usable signing key in {str(key_dir)!r} (states: "
                         f"{', '.join(f'{k}={v}' for k, v in sorted(states.items())) or 'none recorded'}); "
                         "run `idp-bridge init` or `idp-bridge keys new`", code="key_none")
     return KeyRing(tuple(entries), tuple(problems))

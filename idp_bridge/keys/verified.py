@@ -22,8 +22,8 @@ import os
 import threading
 from pathlib import Path
 
+from idp_bridge.errors import KeyRingError
 from idp_bridge.keys.files import LoadedPair, key_id_for, load_pair
-from idp_bridge.saml.errors import KeyError_
 
 log = logging.getLogger("idp_bridge.keys")
 
@@ -90,9 +90,9 @@ class VerifiedCopies:
         try:
             pair = load_pair(key_path, cert_path, passphrase=passphrase)
             if key_id_for(pair.certificate) != key_id:
-                raise KeyError_(f"{str(cert_path)!r} holds certificate {key_id_for(pair.certificate)}, not {key_id}",
+                raise KeyRingError(f"{str(cert_path)!r} holds certificate {key_id_for(pair.certificate)}, not {key_id}",
                                 code="key_id_mismatch")
-        except KeyError_ as exc:
+        except KeyRingError as exc:
             log.error("the verified copy of signing key %s does not load either: %s [%s]", key_id, exc.operator,
                       exc.code)
             return None
