@@ -161,7 +161,7 @@ def _env(tmp_path: Path, db_url: str, port: int) -> Env:
     raw["keys"] = {"reload_seconds": RELOAD}
     write_raw_config(env.config.path, raw)
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD)
+    store.users.add("cust-1001", PASSWORD)
     store.dispose()
     return env
 
@@ -211,7 +211,7 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
             t.start()
         replaced = 0
         try:
-            time.sleep(1.5)
+            assert wait_for(lambda: load.ok["before"] + load.failed["before"] >= 5, 60)
             for name, damage in (("corrupted", corrupt), ("truncated", truncate), ("half-replaced", half_replace)):
                 load.phase = name
                 with open(key_path, "r+b") as fh:  # in place, as a bad copy or a full disk leaves it
@@ -240,7 +240,7 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
                 key_path.write_bytes(good)  # the operator restores it
                 assert wait_for(lambda: _status(base + "/healthz") == 200, 30), (name, "did not heal")
             load.phase = "restored"
-            time.sleep(1.0)
+            assert wait_for(lambda: load.ok["restored"] + load.failed["restored"] >= 5, 60)
         finally:
             load.stop.set()
             for t in threads:
