@@ -203,8 +203,8 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
         assert wait_for(copy.exists, 10), "no verified copy was kept"
         assert copy.read_bytes() == good and (copy.stat().st_mode & 0o777) == 0o600
         assert (copy.parent.stat().st_mode & 0o777) == 0o700
-        assert requests.get(base + "/healthz", timeout=10).json()["status"] in ("ok", "warn")
-        idp = parse_idp_metadata(requests.get(base + "/saml/metadata", timeout=10).content)
+        assert requests.get(base + "/healthz", timeout=TIMEOUT).json()["status"] in ("ok", "warn")
+        idp = parse_idp_metadata(requests.get(base + "/saml/metadata", timeout=TIMEOUT).content)
         load = Load(env, base, idp)
         threads = [threading.Thread(target=load.run, args=(i,), daemon=True) for i in range(THREADS)]
         for t in threads:
@@ -218,7 +218,7 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
                     fh.write(damage(good))
                     fh.truncate()
                 time.sleep(RELOAD * 5)  # the running workers have seen it
-                health = requests.get(base + "/healthz", timeout=10)
+                health = requests.get(base + "/healthz", timeout=TIMEOUT)
                 assert health.status_code == 503, (name, health.text)
                 assert health.json()["status"] == "fail" and str(key_path) in health.json()["key_file_error"]
                 if True:  # replace every worker: HUP, then let max_requests recycle them
@@ -234,7 +234,7 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
                 assert wait_for(lambda b=booted: not (workers_of(master) & b), 60), (name, "max_requests recycling")
                 replaced += 2
                 assert sum(load.ok.values()) > served, (name, "no login went through after the recycle")
-                health = requests.get(base + "/healthz", timeout=10).json()
+                health = requests.get(base + "/healthz", timeout=TIMEOUT).json()
                 assert health["status"] == "fail" and str(key_path) in health["key_file_error"], (name, health)
                 assert [k["source"] for k in health["keys"]] == ["verified copy"], (name, health)
                 key_path.write_bytes(good)  # the operator restores it
@@ -267,15 +267,15 @@ def test_without_a_verified_copy_the_node_stays_up_and_answers_503(tmp_path: Pat
         wait_answering(base + "/healthz", server.proc)
         log = _drain(server)
         master = server.proc.pid
-        health = requests.get(base + "/healthz", timeout=10)
+        health = requests.get(base + "/healthz", timeout=TIMEOUT)
         assert health.status_code == 503 and health.json()["status"] == "fail", health.text
         assert str(key_path) in health.json()["key_file_error"], health.text
         statuses = Counter()
         http = requests.Session()
         for i in range(6):
             query = env.redirect_query(env.authn_request(request_id=f"_nokey-{i}"))
-            statuses[http.get(base + "/saml/sso?" + query, timeout=10).status_code] += 1
-            statuses[requests.get(base + "/saml/metadata", timeout=10).status_code] += 1
+            statuses[http.get(base + "/saml/sso?" + query, timeout=TIMEOUT).status_code] += 1
+            statuses[requests.get(base + "/saml/metadata", timeout=TIMEOUT).status_code] += 1
         assert set(statuses) == {503}, statuses  # a clear refusal, never a 500 or a dropped connection
         before = workers_of(master)
         os.kill(master, signal.SIGHUP)
@@ -286,8 +286,8 @@ def test_without_a_verified_copy_the_node_stays_up_and_answers_503(tmp_path: Pat
         key_path.write_bytes(good)  # the operator restores the file: no restart needed
         assert wait_for(lambda: _status(base + "/healthz") == 200, 30), "did not heal"
         query = env.redirect_query(env.authn_request(request_id="_healed"))
-        assert requests.get(base + "/saml/sso?" + query, allow_redirects=False, timeout=10).status_code == 302
-        assert requests.get(base + "/saml/metadata", timeout=10).status_code == 200
+        assert requests.get(base + "/saml/sso?" + query, allow_redirects=False, timeout=TIMEOUT).status_code == 302
+        assert requests.get(base + "/saml/metadata", timeout=TIMEOUT).status_code == 200
         server.stop()
         server_log = b"".join(log).decode(errors="replace")
     assert "no signing key can be loaded" in server_log and "idp-bridge check" in server_log, server_log[-3000:]
