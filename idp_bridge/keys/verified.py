@@ -72,7 +72,7 @@ class VerifiedCopies:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                log.info("signing key %s verified; its copy is kept in %s", key_id, self.dir)
+                log.debug("signing key %s verified; its copy is kept in %s", key_id, self.dir)
         except OSError as exc:
             if not self._warned:
                 self._warned = True
