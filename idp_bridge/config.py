@@ -111,6 +111,8 @@ class PlatformSettings:
 
     #: Where a visitor with no session signs in (``?return_to=<our URL>`` is added); None: local form.
     login_url: str | None = None
+    #: The platform's front page: the "back to the platform" link of error pages (else login_url, else ours).
+    home_url: str | None = None
     #: HS256 shared secret (``IDP_BRIDGE_HANDOFF_SECRET``); None: HS256 not accepted.
     handoff_secret: str | None = None
     #: PEM public key of the platform and its algorithm (RS256 or ES256); None: not accepted.
@@ -141,6 +143,15 @@ class DebugSettings:
     max_exchanges: int = 100
 
 
+#: ``[ui] default_locale``: the page language when the browser's Accept-Language names none we have.
+UI_LOCALES = ("en", "zh_CN")
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    default_locale: str = "en"
+
+
 @dataclass(frozen=True)
 class Config:
     base_url: str
@@ -159,6 +170,7 @@ class Config:
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     debug: DebugSettings = field(default_factory=lambda: DebugSettings())
+    ui: UiSettings = field(default_factory=UiSettings)
 
     @property
     def sso_url(self) -> str:
@@ -256,7 +268,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
-    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug"}
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug", "ui"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -363,7 +375,18 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         platform=_parse_platform(_get(raw, "platform", "", dict, {}), base_dir, env),
         keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
         debug=_parse_debug(_get(raw, "debug", "", dict, {}), env),
+        ui=_parse_ui(_get(raw, "ui", "", dict, {})),
     )
+
+
+def _parse_ui(raw: Mapping[str, Any]) -> UiSettings:
+    if set(raw) - {"default_locale"}:
+        raise ConfigError(f"ui: unknown key(s) {', '.join(sorted(set(raw) - {'default_locale'}))}; expected "
+                          "default_locale", code="config_unknown_key")
+    locale = _get(raw, "default_locale", "ui.", str, "en").replace("-", "_")
+    if locale not in UI_LOCALES:
+        raise ConfigError(f"ui.default_locale: {locale!r} is not one of {', '.join(UI_LOCALES)}", code="config_range")
+    return UiSettings(default_locale=locale)
 
 
 DEBUG_PASSWORD_MIN = 16
@@ -399,7 +422,7 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         raise ConfigError(f"platform: unknown key(s) {', '.join(sorted(unknown))}; expected "
                           f"{', '.join(sorted(known))}", code="config_unknown_key")
     urls: dict[str, str | None] = {}
-    for key in ("login_url", "bind_landing_url", "return_url", "recharge_url", "webhook_url"):
+    for key in ("login_url", "home_url", "bind_landing_url", "return_url", "recharge_url", "webhook_url"):
         value = _get(raw, key, w, str, None)
         urls[key] = _check_url(value, w + key) if value is not None else None
     secret = env.get("IDP_BRIDGE_HANDOFF_SECRET") or _get(raw, "handoff_secret", w, str, None)
@@ -429,7 +452,7 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         raise ConfigError("platform.webhook_url is set but IDP_BRIDGE_WEBHOOK_SECRET (or platform.webhook_secret) "
                           "is missing or shorter than 32 bytes", code="config_secret")
     return PlatformSettings(
-        login_url=urls["login_url"], handoff_secret=secret, handoff_public_key=key_path,
+        login_url=urls["login_url"], home_url=urls["home_url"], handoff_secret=secret, handoff_public_key=key_path,
         handoff_public_key_algorithm=key_alg if key_path else None,
         handoff_max_lifetime_seconds=numbers["handoff_max_lifetime_seconds"],
         handoff_leeway_seconds=numbers["handoff_leeway_seconds"],

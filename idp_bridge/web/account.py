@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from idp_bridge.huawei.attributes import Customer
@@ -36,7 +37,7 @@ def login() -> Any:
             return continue_after_login()
         audit(bridge().store, "rejection", "refused", reason_code="login_failed", correlation_id=correlation_id(),
               customer=user_id or None, detail={"reason": "wrong user ID or password"})
-        error, status = "Wrong user ID or password.", 401
+        error, status = _("Wrong user ID or password."), 401
     return render_template("login.html", error=error), status
 
 
