@@ -18,8 +18,16 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 @cache
 def catalogue() -> dict[str, str]:
+    """msgid -> msgstr (plural forms: each English form -> the one Chinese form)."""
+    out: dict[str, str] = {}
     with PO.open("rb") as fh:
-        return {str(m.id): str(m.string) for m in read_po(fh) if m.id}
+        for m in read_po(fh):
+            ids = m.id if isinstance(m.id, tuple) else (m.id,)
+            strings = m.string if isinstance(m.string, tuple) else (m.string,)
+            for msgid in ids:
+                if msgid:
+                    out[str(msgid)] = str(strings[0])
+    return out
 
 
 def _fragments(text: str) -> list[str]:
