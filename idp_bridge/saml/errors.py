@@ -42,6 +42,24 @@ class ReplayError(RequestError):
     code = "request_replayed"
 
 
+class StatusResponseError(RequestError):
+    """A trusted AuthnRequest we refuse by answering the SP, not with an error page.
+
+    Raised only once every trust rule held (the SP is known, the signature verified, ``acs_url`` comes
+    from the SP's metadata): the caller posts a signed Response with status ``Requester``/``sub_status``
+    and ``InResponseTo`` = ``in_response_to`` to ``acs_url``. Unhandled, it is an ordinary 400 refusal.
+    """
+
+    code = "status_response"
+
+    def __init__(self, operator: str, *, code: str | None = None, sub_status: str, acs_url: str,
+                 in_response_to: str) -> None:
+        super().__init__(operator, code=code)
+        self.sub_status = sub_status
+        self.acs_url = acs_url
+        self.in_response_to = in_response_to
+
+
 class MetadataError(BridgeError):
     """SP metadata (or our own) could not be read or does not say what we need."""
 

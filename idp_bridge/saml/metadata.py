@@ -10,20 +10,21 @@ the published document, its ETag and what an operator uploaded to Partner Center
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
+from idp_bridge.saml import time
 from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.certificates import load_certificate_b64
 from idp_bridge.saml.errors import ConfigError, MetadataError
+from idp_bridge.saml.time import parse_xs_datetime
 from idp_bridge.saml.xml import (
     BINDING_POST,
     BINDING_REDIRECT,
@@ -95,28 +96,6 @@ class Organization:
 
 # --------------------------------------------------------------------------- parsing helpers
 
-_DATETIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?$")
-
-
-def parse_xs_datetime(text: str) -> datetime:
-    """Parse xs:dateTime into an aware UTC datetime; a value without zone is read as UTC (SAML core §1.3.3).
-
-    Raises ValueError on anything else.
-    """
-    m = _DATETIME_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"not an xs:dateTime: {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
-    zone = m.group(8)
-    tz: tzinfo = UTC
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        tz = timezone(timedelta(minutes=sign * (int(zone[1:3]) * 60 + int(zone[4:6]))))
-    return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
-
-
 def parse_xs_boolean(text: str | None, default: bool) -> bool:
     if text is None:
         return default
@@ -133,13 +112,11 @@ def _md_error(message: str, code: str) -> MetadataError:
 
 
 def _load_certificate(text: str, entity_id: str) -> x509.Certificate:
-    compact = "".join(text.split())
     try:
-        der = base64.b64decode(compact, validate=True)
-        return x509.load_der_x509_certificate(der)
-    except (binascii.Error, ValueError) as exc:
+        return load_certificate_b64(text)
+    except ValueError as exc:
         raise _md_error(f"SP {entity_id}: an X509Certificate in a KeyDescriptor is not a base64 DER "
-                        f"certificate ({exc}); starts with {compact[:32]!r}", "metadata_bad_certificate") from exc
+                        f"certificate: {exc}", "metadata_bad_certificate") from exc
 
 
 def _certificates(descriptor: etree._Element, use: str, entity_id: str) -> tuple[x509.Certificate, ...]:
@@ -263,14 +240,12 @@ def parse_sp_metadata(xml: bytes) -> ServiceProviderMetadata:
 
 
 def format_xs_datetime(value: datetime) -> str:
-    if value.tzinfo is None:
+    """validUntil as written in metadata (the microseconds that are there); a naive time is a ConfigError."""
+    try:
+        return time.format_xs_datetime(value, "auto")
+    except time.NaiveTimeError as exc:
         raise ConfigError(f"datetime {value.isoformat()} has no time zone; SAML times must be UTC",
-                          code="naive_datetime")
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
+                          code="naive_datetime") from exc
 
 
 def format_xs_duration(value: timedelta) -> str:

@@ -49,6 +49,7 @@ from idp_bridge.saml.algorithms import (
     signature_algorithm,
     verify_detached,
 )
+from idp_bridge.saml.certificates import load_certificate_b64
 from idp_bridge.saml.errors import KeyError_, SignatureError
 from idp_bridge.saml.xml import NS_DS, NS_SAML, parse_untrusted, qname
 
@@ -158,7 +159,7 @@ _SIGNED_INFO = (
     '<ds:Reference URI="#{ref_id}">'
     "<ds:Transforms>"
     f'<ds:Transform Algorithm="{TRANSFORM_ENVELOPED}"></ds:Transform>'
-    f'<ds:Transform Algorithm="{C14N_EXCLUSIVE}"></ds:Transform>'
+    f'<ds:Transform Algorithm="{C14N_EXCLUSIVE}">{{inclusive}}</ds:Transform>'
     "</ds:Transforms>"
     '<ds:DigestMethod Algorithm="{digest_alg}"></ds:DigestMethod>'
     "<ds:DigestValue>{digest}</ds:DigestValue>"
@@ -167,6 +168,15 @@ _SIGNED_INFO = (
 )
 
 _DS_DECLARATION = f' xmlns:ds="{NS_DS}"'
+
+# ec:InclusiveNamespaces in its canonical form (it declares its own prefix, which it visibly uses).
+_INCLUSIVE = (f'<ec:InclusiveNamespaces xmlns:ec="{C14N_EXCLUSIVE}" PrefixList="{{prefixes}}">'
+              "</ec:InclusiveNamespaces>")
+
+
+def inclusive_namespaces_xml(prefix_list: str) -> str:
+    """The canonical ``ec:InclusiveNamespaces`` element for a Reference transform (empty for none)."""
+    return _INCLUSIVE.format(prefixes=prefix_list) if prefix_list else ""
 
 _SIGNATURE = (
     '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">{signed_info}'
@@ -191,12 +201,13 @@ def _cached_certificate_b64(certificate: x509.Certificate) -> str:
 
 
 def enveloped_signature_xml(canonical: bytes, ref_id: str, signer: Signer, *,
-                            digest: str = DIGEST_SHA256) -> str:
+                            digest: str = DIGEST_SHA256, inclusive: str = "") -> str:
     """The ``ds:Signature`` element (as text) for an element whose exclusive C14N is ``canonical``.
 
     ``canonical`` must be the element *without* the signature, exactly as the enveloped-signature
-    + exc-c14n transforms give it to a verifier. Insert the result right after the element's
-    Issuer with no whitespace around it.
+    + exc-c14n transforms give it to a verifier (with ``inclusive``, the text of
+    :func:`inclusive_namespaces_xml`, as the exc-c14n InclusiveNamespaces PrefixList). Insert the
+    result right after the element's Issuer with no whitespace around it.
     """
     if not _SAFE_ID.fullmatch(ref_id):
         raise KeyError_(f"cannot sign an element whose ID is {ref_id!r}; expected an NCName such as '_' "
@@ -206,19 +217,22 @@ def enveloped_signature_xml(canonical: bytes, ref_id: str, signer: Signer, *,
         raise KeyError_(f"digest algorithm {digest!r} is refused; expected one of "
                         + ", ".join(_HASHLIB_NAMES), code="signing_digest_refused")
     digest_b64 = base64.b64encode(hashlib.new(hash_name, canonical).digest()).decode("ascii")
-    signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id, digest_alg=digest, digest=digest_b64)
+    signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id, inclusive=inclusive, digest_alg=digest,
+                                      digest=digest_b64)
     signature_b64 = base64.b64encode(signer.sign(signed_info.encode("utf-8"))).decode("ascii")
     # Inside ds:Signature the SignedInfo's own ds declaration is redundant; drop it from the text.
     return _SIGNATURE.format(signed_info=signed_info.replace(_DS_DECLARATION, "", 1), signature=signature_b64,
                              certificate=_cached_certificate_b64(signer.certificate))
 
 
-def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIGEST_SHA256) -> None:
+def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIGEST_SHA256,
+                   inclusive_prefixes: Sequence[str] = ()) -> None:
     """Sign ``element`` in place with an enveloped signature referencing its ``ID`` attribute.
 
     The ``ds:Signature`` goes right after the element's ``saml:Issuer`` child (schema order for
     Assertion and Response), or first when there is none. Sign inner elements (the Assertion)
-    before outer ones (the Response).
+    before outer ones (the Response). ``inclusive_prefixes`` become the exc-c14n InclusiveNamespaces
+    PrefixList (namespaces used only inside values, such as ``xs`` in ``xsi:type="xs:string"``).
     """
     ref_id = element.get("ID") or ""
     for child in element:
@@ -227,8 +241,10 @@ def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIG
     # Enveloped-signature transform + exc-c14n, as a verifier will compute it: the Signature
     # is not there yet, and we insert it without whitespace around it. lxml canonicalises a
     # subtree per exc-c14n (ancestor namespaces only where visibly used).
-    canonical = etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
-    signature = etree.fromstring(enveloped_signature_xml(canonical, ref_id, signer, digest=digest),
+    canonical = etree.tostring(element, method="c14n", exclusive=True, with_comments=False,
+                               inclusive_ns_prefixes=list(inclusive_prefixes) or None)
+    signature = etree.fromstring(enveloped_signature_xml(canonical, ref_id, signer, digest=digest,
+                                                         inclusive=inclusive_namespaces_xml(" ".join(inclusive_prefixes))),
                                  parser=_TEMPLATE_PARSER)
     first = element[0] if len(element) else None
     if first is not None and first.tag == _SAML_ISSUER:
@@ -293,8 +309,8 @@ def _keyinfo_hint(signature: etree._Element) -> str:
     if el is None or not el.text:
         return "the signature carries no KeyInfo certificate"
     try:
-        cert = x509.load_der_x509_certificate(_decode_b64(el.text, 16384, "X509Certificate"))
-    except (SignatureError, ValueError):
+        cert = load_certificate_b64(el.text)
+    except ValueError:
         return "the KeyInfo certificate is unreadable"
     return f"KeyInfo names certificate {fingerprint(cert)}"
 

@@ -30,11 +30,11 @@ from idp_bridge.devtools.simulator.partner_flows import (
 )
 from idp_bridge.devtools.simulator.state import ConsoleSession, PendingLogin, SimulatorState
 from idp_bridge.saml.bindings import decode_post, encode_redirect
+from idp_bridge.saml.checks import Check
 from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.metadata import build_sp_metadata
 from idp_bridge.saml.requests import build_authn_request, new_request_id
 from idp_bridge.saml.response_checks import (
-    Check,
     IdpMetadata,
     ResponseReport,
     check_response,
