@@ -212,7 +212,7 @@ def test_demo_journey_error_pages_and_console_in_both_languages(demo: DemoSetup,
     assert demo.config.entity_id in overview
     # operators keep the exact reason of each refusal: code, operator message and what the customer saw
     rejections = p.text_content("#rejections") or ""
-    for code in ("request_replayed", "handoff_replayed", "handoff_malformed", "sp_unknown", "service_not_allowed"):
+    for code in ("request_replayed", "handoff_replayed", "input_jwt", "sp_unknown", "service_not_allowed"):
         assert code in rejections, code
     assert "was already used" in rejections
     b.fits("21-console")

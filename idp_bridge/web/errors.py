@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, render_template, session, url_for
+from flask import Flask, current_app, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from idp_bridge.ops.audit import audit
@@ -36,7 +36,7 @@ def install(app: Flask) -> None:
         # A refused SSO request must not leave a half-done login behind.
         session.pop("pending", None)
         status = exc.status if 400 <= exc.status < 600 else 400
-        family = family_for(exc.code, status)
+        family = family_for(exc.code, status, request.endpoint)
         audit(current_app.extensions["idp_bridge"].store, "rejection", "refused", reason_code=exc.code,
               correlation_id=cid, detail={"reason": exc.operator, "shown": family.name})
         return error_page(family, status)

@@ -86,18 +86,21 @@ _BY_CODE: dict[str, str] = {
     "csrf_failed": "session-expired", "session_expired": "session-expired",
     "bind_malformed": "binding-failed", "bind_missing_field": "binding-failed", "bind_too_large": "binding-failed",
     "bind_signature": "binding-failed",
+    "input_jwt": "handoff-invalid",  # web/validation.py: the token is not a bounded, readable JWT
 }
 #: Code prefixes of SAML requests from Huawei that did not verify: "start again from the platform".
 _SIGNATURE_PREFIXES = ("signature_", "sigalg_", "embedded_signature", "destination_", "acs_")
 
 
-def family_for(code: str | None, status: int) -> Family:
+def family_for(code: str | None, status: int, endpoint: str | None = None) -> Family:
     if status == 429:
         return FAMILIES["too-many"]
     if status == 503:
         return FAMILIES["unavailable"]
     if code in _BY_CODE:
         return FAMILIES[_BY_CODE[code]]
+    if endpoint == "huawei.bind" and status < 500:  # whatever was wrong with it, the binding did not happen
+        return FAMILIES["binding-failed"]
     if code and code.startswith(_SIGNATURE_PREFIXES) and status < 500:
         return FAMILIES["not-verified"]
     if status == 404:
