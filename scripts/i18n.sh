@@ -8,7 +8,7 @@ PYBABEL="${PYBABEL:-.venv/bin/pybabel}"
 T=idp_bridge/web/translations
 POT="$(mktemp --suffix=.pot)"
 trap 'rm -f "$POT"' EXIT
-"$PYBABEL" extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output -o "$POT" . >/dev/null
+"$PYBABEL" -q extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output -o "$POT" .
 if [ -f "$T/zh_Hans_CN/LC_MESSAGES/messages.po" ]; then
   "$PYBABEL" update -i "$POT" -d "$T" -l zh_Hans_CN --no-fuzzy-matching --ignore-obsolete
 else

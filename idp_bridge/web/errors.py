@@ -9,8 +9,8 @@ import logging
 from flask import Flask, current_app, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
+from idp_bridge.errors import AnyError, BridgeError, SamlError
 from idp_bridge.ops.audit import audit
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.web.messages import Family, family_for
 from idp_bridge.web.security import correlation_id
 
@@ -30,8 +30,9 @@ def error_page(family: Family, status: int) -> tuple[str, int]:
 def install(app: Flask) -> None:
     app.jinja_env.globals["platform_url"] = platform_url
 
+    @app.errorhandler(SamlError)
     @app.errorhandler(BridgeError)
-    def _bridge_error(exc: BridgeError) -> tuple[str, int]:
+    def _bridge_error(exc: AnyError) -> tuple[str, int]:
         cid = correlation_id()
         # A refused SSO request must not leave a half-done login behind.
         session.pop("pending", None)
