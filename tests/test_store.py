@@ -451,8 +451,8 @@ def test_purge_expired(store: Store) -> None:
                 )
             )
 
-    assert store.purge_expired(NOW) == {"replay_ids": 1, "sessions": 1, "outbox": 1}
-    assert store.purge_expired(NOW) == {"replay_ids": 0, "sessions": 0, "outbox": 0}
+    assert store.purge_expired(NOW) == {"replay_ids": 1, "sessions": 1, "outbox": 1, "binding_jumps": 0}
+    assert store.purge_expired(NOW) == {"replay_ids": 0, "sessions": 0, "outbox": 0, "binding_jumps": 0}
     assert _claim(store, "_live") is False
     assert store.load_session(live_session, now=NOW) is not None
     assert store.load_session(old_session, now=NOW - 10 * MINUTE) is None

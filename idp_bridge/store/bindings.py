@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Insert, Table, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import BindingRow, OutboxRow
@@ -47,10 +48,20 @@ def apply_binding(db: Database, *, x_user_id: str, bound: bool, domain_id: str |
     now = require_aware(now)
     if not x_user_id or len(x_user_id) > 128:
         raise ValueError(f"x_user_id must be 1..128 characters, got {len(x_user_id)}")
+    with db.write() as conn:
+        return upsert_binding(conn, dialect=db.dialect, x_user_id=x_user_id, bound=bound, domain_id=domain_id,
+                              domain_name=domain_name, bind_action=bind_action, payload=payload, source=source,
+                              now=now, notify=notify)
+
+
+def upsert_binding(conn: Connection, *, dialect: str, x_user_id: str, bound: bool, domain_id: str | None,
+                   domain_name: str | None, bind_action: str | None, payload: dict[str, Any] | None, source: str,
+                   now: datetime, notify: bool) -> tuple[bool, str | None]:
+    """``apply_binding`` inside the caller's write transaction."""
     t = BindingTable
     row = {"x_user_id": x_user_id, "domain_id": domain_id, "domain_name": domain_name, "bind_action": bind_action,
            "payload": payload, "bound": bound, "updated_at": now}
-    dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = dialect_insert(t).values(row)
     upsert: Insert = stmt.on_conflict_do_update(
         index_elements=[t.c.x_user_id],
@@ -59,18 +70,24 @@ def apply_binding(db: Database, *, x_user_id: str, bound: bool, domain_id: str |
                   t.c.domain_id.is_distinct_from(stmt.excluded.domain_id),
                   t.c.domain_name.is_distinct_from(stmt.excluded.domain_name)),
     ).returning(t.c.x_user_id)
+    if conn.execute(upsert).first() is None:
+        return False, None
+    if not notify:
+        return True, None
+    return True, queue_webhook(conn, x_user_id=x_user_id, bound=bound, domain_id=domain_id, domain_name=domain_name,
+                               bind_action=bind_action, source=source, now=now)
+
+
+def queue_webhook(conn: Connection, *, x_user_id: str, bound: bool, domain_id: str | None, domain_name: str | None,
+                  bind_action: str | None, source: str, now: datetime) -> str:
+    """Queue the ``binding.changed`` webhook in the caller's transaction; return its idempotency key."""
     key = f"binding:{x_user_id}:{uuid.uuid4().hex}"
-    with db.write() as conn:
-        if conn.execute(upsert).first() is None:
-            return False, None
-        if not notify:
-            return True, None
-        conn.execute(insert(OutboxRow).values(
-            topic=WEBHOOK_TOPIC, dedupe_key=key, created_at=now, attempts=0, next_attempt_at=now,
-            payload={"event": WEBHOOK_TOPIC, "id": key, "xUserId": x_user_id, "bound": bound,
-                     "domainId": domain_id, "domainName": domain_name, "bindAction": bind_action,
-                     "source": source, "at": now.isoformat()}))
-    return True, key
+    conn.execute(insert(OutboxRow).values(
+        topic=WEBHOOK_TOPIC, dedupe_key=key, created_at=now, attempts=0, next_attempt_at=now,
+        payload={"event": WEBHOOK_TOPIC, "id": key, "xUserId": x_user_id, "bound": bound,
+                 "domainId": domain_id, "domainName": domain_name, "bindAction": bind_action,
+                 "source": source, "at": now.isoformat()}))
+    return key
 
 
 def get_binding(db: Database, x_user_id: str) -> Binding | None:

@@ -1,4 +1,4 @@
-"""Delete what has outlived its use."""
+"""Delete what has outlived its use (applied binding-notice digests are kept: they make replays harmless)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 
 from idp_bridge.store.db import Database
-from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow
+from idp_bridge.store.tables import BindingJumpRow, OutboxRow, ReplayId, SessionRow
 from idp_bridge.store.timeutil import require_aware
 
 DEFAULT_OUTBOX_RETENTION = timedelta(days=7)
@@ -20,9 +20,10 @@ def purge_expired(
     with db.write() as conn:
         replay = conn.execute(delete(ReplayId).where(ReplayId.expires_at <= now)).rowcount
         sessions = conn.execute(delete(SessionRow).where(SessionRow.expires_at <= now)).rowcount
+        jumps = conn.execute(delete(BindingJumpRow).where(BindingJumpRow.expires_at <= now)).rowcount
         outbox = conn.execute(
             delete(OutboxRow).where(
                 OutboxRow.delivered_at.is_not(None), OutboxRow.delivered_at <= now - outbox_retention
             )
         ).rowcount
-    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox}
+    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox, "binding_jumps": jumps}

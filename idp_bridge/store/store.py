@@ -10,6 +10,7 @@ from sqlalchemy import URL, Engine
 
 from idp_bridge.store import (
     audit,
+    bind_guard,
     bindings,
     exchanges,
     keyring,
@@ -219,6 +220,23 @@ class Store:
 
     def list_bindings(self, *, limit: int = 1000, only_bound: bool = False) -> list[Binding]:
         return bindings.list_bindings(self._db, limit=limit, only_bound=only_bound)
+
+    # --- binding-notice replay guard (bind_guard.py) ---------------------------------------
+    def record_binding_jump(self, x_user_id: str, *, sp: str | None, now: datetime, expires_at: datetime) -> None:
+        bind_guard.record_jump(self._db, x_user_id, sp=sp, now=now, expires_at=expires_at)
+
+    def pending_binding_jump(self, x_user_id: str, *, now: datetime) -> datetime | None:
+        return bind_guard.pending_jump(self._db, x_user_id, now=now)
+
+    def apply_bind_notice(
+        self, *, digest: str, x_user_id: str, bound: bool, domain_id: str | None, domain_name: str | None,
+        bind_action: str, payload: dict[str, Any] | None, source: str, now: datetime, notify: bool = True,
+    ) -> bind_guard.NoticeResult:
+        """A verified Huawei notice: applied once, a bind only after a first-login jump, an unbind only if current."""
+        return bind_guard.apply_notice(
+            self._db, digest=digest, x_user_id=x_user_id, bound=bound, domain_id=domain_id, domain_name=domain_name,
+            bind_action=bind_action, payload=payload, source=source, now=now, notify=notify,
+        )
 
     # --- outbox -------------------------------------------------------------------------------
     def claim_outbox(self, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
