@@ -45,7 +45,7 @@ def sign_in_with_token(b: IdentityProvider, token: str, *, then: str | None, sp:
         nonce = secrets.token_urlsafe(24)
         session[SWITCH_KEY] = {"customer": dict(customer.__dict__), "nonce": nonce, "then": safe_next(then),
                                "sp": sp, "expires": (utcnow() + SWITCH_TTL).isoformat(), "detail": detail}
-        audit(b.store, "handoff", "held", reason_code="identity_switch", correlation_id=correlation_id(), sp=sp,
+        audit(b.store, "handoff", "refused", reason_code="identity_switch_held", correlation_id=correlation_id(), sp=sp,
               customer=customer.user_id, detail=dict(detail, signed_in=signed_in.user_id))
         return render_template("switch_account.html", current=signed_in, new=customer, nonce=nonce), 409
     log_in(customer, method="handoff")
@@ -85,7 +85,7 @@ def confirm() -> Response:
     customer = Customer(**held["customer"])
     previous = current_customer()
     if request.form.get("choice") != "switch":
-        audit(b.store, "handoff", "declined", reason_code="identity_switch", correlation_id=correlation_id(),
+        audit(b.store, "handoff", "refused", reason_code="identity_switch_declined", correlation_id=correlation_id(),
               sp=held.get("sp"), customer=customer.user_id,
               detail={"signed_in": previous.user_id if previous else None})
         return redirect(url_for("account.home"), 303)

@@ -2,7 +2,7 @@
 
 - ``POST /huawei/bind``      Huawei's binding notification (signed; no CSRF token: Huawei posts it). A
   replay of a notice already applied gets the same landing page, changes nothing and is audited
-  ``binding/replayed``; a new notice the state does not allow is refused (409, partner/service.py).
+  ``binding/refused`` with reason ``bind_replayed`` / ``unbind_replayed``; a new notice the state does not allow is refused (409, partner/service.py).
 - ``GET  /huawei/return``    "order payment success" return -> the configured platform page
 - ``GET  /huawei/recharge``  top-up return -> the configured platform page
 """
@@ -27,7 +27,7 @@ def bind() -> Response | tuple[str, int]:
     outcome = accept_bind_notification(b, request.form)  # BridgeError -> 400 page, audited, nothing stored
     note = outcome.notification
     kind = "bind" if note.bound else "unbind"
-    audit(b.store, "binding", "replayed" if outcome.replayed else "ok",
+    audit(b.store, "binding", "refused" if outcome.replayed else "ok",
           reason_code=f"{kind}_replayed" if outcome.replayed else kind, correlation_id=correlation_id(),
           sp=outcome.sp_name, customer=note.x_user_id,
           detail={"domain_id": note.domain_id, "domain_name": note.domain_name, "bind_action": note.bind_action,
