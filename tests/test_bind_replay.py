@@ -77,16 +77,16 @@ def post(app: Flask, form: dict[str, str]) -> tuple[int, str]:
 
 
 def state(app: Flask, user: str = USER) -> tuple[bool, str | None] | None:
-    b = store_of(app).get_binding(user)
+    b = store_of(app).bindings.get(user)
     return None if b is None else (b.bound, b.domain_id)
 
 
 def webhooks(app: Flask) -> list[tuple[bool, str | None]]:
-    return [(m.payload["bound"], m.payload["domainId"]) for m in reversed(store_of(app).outbox_messages())]
+    return [(m.payload["bound"], m.payload["domainId"]) for m in reversed(store_of(app).outbox.messages())]
 
 
 def last_event(app: Flask) -> tuple[str, str, str | None, str | None]:
-    e = store_of(app).recent_events(1)[0]
+    e = store_of(app).audit.recent(1)[0]
     return e.event, e.outcome, e.reason_code, e.customer
 
 
@@ -117,7 +117,7 @@ def test_old_bind_replayed_after_unbind_changes_nothing(app: Flask, env: Env) ->
     assert post(app, bind_a) == (303, LANDING + "?result=bound")  # the normal landing page
     assert state(app) == (False, "dom-A")  # before the fix: bound to A again
     assert webhooks(app) == [(True, "dom-A"), (False, "dom-A")]  # no webhook queued
-    event = store_of(app).recent_events(1)[0]
+    event = store_of(app).audit.recent(1)[0]
     assert (event.event, event.outcome, event.reason_code) == ("binding", "refused", "bind_replayed")
     assert event.detail and event.detail["changed"] is False and len(event.detail["digest"]) == 64
 
@@ -146,7 +146,7 @@ def test_old_unbind_replayed_after_rebind_to_another_account_changes_nothing(app
 def test_old_unbind_replayed_when_the_same_account_is_bound_again_by_import(app: Flask, env: Env) -> None:
     """domainId is current again (the platform imported the binding): only the remembered digest refuses it."""
     _, unbind_a = bound_then_unbound(app, env)
-    store_of(app).apply_binding(x_user_id=USER, bound=True, domain_id="dom-A", domain_name="hw_A",
+    store_of(app).bindings.apply(x_user_id=USER, bound=True, domain_id="dom-A", domain_name="hw_A",
                                 bind_action="0", source="import", now=dt.datetime.now(dt.UTC), notify=False)
     assert post(app, unbind_a)[0] == 303
     assert state(app) == (True, "dom-A") and last_event(app)[2] == "unbind_replayed"
@@ -182,9 +182,9 @@ def test_bind_after_the_window_is_refused_and_the_jump_purged(app: Flask, env: E
         accept_bind_notification(b, notice("A"), now=late)
     assert (info.value.code, info.value.status) == ("bind_unsolicited", 409)
     assert state(app) is None
-    assert store_of(app).pending_binding_jump(USER, now=dt.datetime.now(dt.UTC)) is not None
+    assert store_of(app).bind_guard.pending_jump(USER, now=dt.datetime.now(dt.UTC)) is not None
     assert store_of(app).purge_expired(late)["binding_jumps"] == 1
-    assert store_of(app).pending_binding_jump(USER, now=dt.datetime.now(dt.UTC)) is None
+    assert store_of(app).bind_guard.pending_jump(USER, now=dt.datetime.now(dt.UTC)) is None
     with pytest.raises(BindingError):
         accept_bind_notification(b, notice("A"))  # purged: no jump left
 
@@ -218,13 +218,13 @@ def test_the_same_fresh_notice_racing_itself_applies_once(app: Flask, env: Env) 
         t.join(30)
     assert results == [303] * 6
     assert state(app) == (True, "dom-A") and webhooks(app) == [(True, "dom-A")]
-    outcomes = [e.outcome for e in store_of(app).recent_events(20) if e.event == "binding"]
+    outcomes = [e.outcome for e in store_of(app).audit.recent(20) if e.event == "binding"]
     assert sorted(outcomes) == ["ok"] + ["refused"] * 5
 
 
 def test_bindings_import_is_not_gated(app: Flask) -> None:
     """The operator's import (cli/bindings.py) writes state directly; a later Huawei notice is still checked."""
-    changed, _ = store_of(app).apply_binding(x_user_id=USER, bound=True, domain_id="dom-A", source="import",
+    changed, _ = store_of(app).bindings.apply(x_user_id=USER, bound=True, domain_id="dom-A", source="import",
                                              now=dt.datetime.now(dt.UTC), notify=False)
     assert changed and state(app) == (True, "dom-A")
     assert post(app, notice("A", action=1))[0] == 303 and state(app) == (False, "dom-A")  # names the current one

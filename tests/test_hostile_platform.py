@@ -136,8 +136,8 @@ def test_hostile_requests_are_refused_and_change_nothing(server: tuple[Env, str]
     assert after["sessions"] <= before["sessions"] + 1  # hostile requests without a cookie start none
     store = Store.from_url(db_url)
     try:
-        b = store.get_binding(VICTIM)
+        b = store.bindings.get(VICTIM)
         assert b is not None and (b.bound, b.domain_id) == (False, "dom-A")
-        assert store.list_bindings() == [b]
+        assert store.bindings.all() == [b]
     finally:
         store.dispose()

@@ -72,7 +72,7 @@ def test_someone_elses_token_does_not_switch_the_signed_in_customer(app: Flask, 
     page = resp.get_data(as_text=True)
     assert VICTIM in page and ATTACKER in page and "Mallory" in page and "csrf_token" in page
     assert signed_in_as(client) == VICTIM
-    event = store_of(app).recent_events(1)[0]
+    event = store_of(app).audit.recent(1)[0]
     assert (event.event, event.outcome, event.reason_code, event.customer) == (
         "handoff", "refused", "identity_switch_held", ATTACKER)
     assert event.detail and event.detail["signed_in"] == VICTIM
@@ -113,7 +113,7 @@ def test_the_customer_may_knowingly_switch(app: Flask, env: Env) -> None:
     assert signed_in_as(client) == ATTACKER
     final = client.get(resp.headers["Location"])
     assert final.status_code == 302 and parse_qs(urlsplit(final.headers["Location"]).query)["service"] == [SERVICE]
-    event = [e for e in store_of(app).recent_events(5) if e.event == "handoff"][0]
+    event = [e for e in store_of(app).audit.recent(5) if e.event == "handoff"][0]
     assert (event.outcome, event.reason_code, event.customer) == ("ok", "identity_switch_confirmed", ATTACKER)
     assert event.detail and event.detail["previous"] == VICTIM
 
@@ -134,7 +134,7 @@ def test_an_expired_held_switch_is_refused(app: Flask, env: Env, monkeypatch: py
     page = client.get("/handoff", query_string={"token": mint(env, ATTACKER)}).get_data(as_text=True)
     assert client.post("/handoff/confirm", data=dict(form_fields(page), choice="switch")).status_code == 400
     assert signed_in_as(client) == VICTIM
-    assert store_of(app).recent_events(1)[0].reason_code == "handoff_switch_expired"
+    assert store_of(app).audit.recent(1)[0].reason_code == "handoff_switch_expired"
 
 
 def test_honest_flows_are_unchanged(app: Flask, env: Env) -> None:

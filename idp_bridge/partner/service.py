@@ -42,7 +42,7 @@ def accept_handoff(bridge: IdentityProvider, token: str, *, now: dt.datetime | N
     claims = verify_handoff_token(token, keys=handoff_keys(bridge), audience=bridge.config.entity_id, now=now,
                                   max_lifetime=dt.timedelta(seconds=p.handoff_max_lifetime_seconds), leeway=leeway)
     issuer = claims.issuer or "platform"
-    if not bridge.store.claim_once("handoff_jti", f"{issuer}|{claims.jti}"[:512], issuer=issuer,
+    if not bridge.store.replay.claim("handoff_jti", f"{issuer}|{claims.jti}"[:512], issuer=issuer,
                                    expires_at=claims.expires_at + leeway, now=now):
         raise HandoffError(f"hand-off token jti {claims.jti!r} (sub {claims.customer.user_id!r}) was already "
                            "used; each token is accepted once", code="handoff_replayed")
@@ -64,7 +64,7 @@ def record_first_login_jump(bridge: IdentityProvider, x_user_id: str, *, sp_name
     the returned expiry (``platform.bind_window_seconds``). Called by ``/go``."""
     now = now or utcnow()
     expires_at = now + dt.timedelta(seconds=bridge.config.platform.bind_window_seconds)
-    bridge.store.record_binding_jump(x_user_id, sp=sp_name, now=now, expires_at=expires_at)
+    bridge.store.bind_guard.record_jump(x_user_id, sp=sp_name, now=now, expires_at=expires_at)
     return expires_at
 
 
@@ -91,7 +91,7 @@ def accept_bind_notification(bridge: IdentityProvider, form: Mapping[str, str], 
                           code="bind_no_sp", status=500)
     note = verify_bind_notification(form, [c for _, c in certs])
     sp_name = next((name for name, c in certs if fingerprint(c) == fingerprint(note.certificate)), None)
-    result = bridge.store.apply_bind_notice(
+    result = bridge.store.bind_guard.apply_notice(
         digest=note.digest, x_user_id=note.x_user_id, bound=note.bound, domain_id=note.domain_id,
         domain_name=note.domain_name, bind_action=note.bind_action, payload=note.payload,
         source=f"huawei:{note.signed_octets}", now=now or utcnow(),
@@ -103,7 +103,7 @@ def accept_bind_notification(bridge: IdentityProvider, form: Mapping[str, str], 
             f"{bridge.config.platform.bind_window_seconds} s, or its one bind was used); expected Huawei's notice "
             "right after a /go jump", code="bind_unsolicited", status=409)
     if result.outcome == bind_guard.NOT_CURRENT:
-        current = bridge.store.get_binding(note.x_user_id)
+        current = bridge.store.bindings.get(note.x_user_id)
         now_bound = f"bound to domainId {current.domain_id!r}" if current and current.bound else "not bound"
         raise BindingError(
             f"unbind notice for xUserId {note.x_user_id!r} names domainId {note.domain_id!r} but the customer is "

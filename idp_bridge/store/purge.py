@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 
+from idp_bridge.store import throttle
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import BindingJumpRow, OutboxRow, ReplayId, SessionRow
 from idp_bridge.store.timeutil import require_aware
@@ -20,10 +21,12 @@ def purge_expired(
     with db.write() as conn:
         replay = conn.execute(delete(ReplayId).where(ReplayId.expires_at <= now)).rowcount
         sessions = conn.execute(delete(SessionRow).where(SessionRow.expires_at <= now)).rowcount
-        jumps = conn.execute(delete(BindingJumpRow).where(BindingJumpRow.expires_at <= now)).rowcount
         outbox = conn.execute(
             delete(OutboxRow).where(
                 OutboxRow.delivered_at.is_not(None), OutboxRow.delivered_at <= now - outbox_retention
             )
         ).rowcount
-    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox, "binding_jumps": jumps}
+        login_throttle = throttle.purge(conn, now)
+        jumps = conn.execute(delete(BindingJumpRow).where(BindingJumpRow.expires_at <= now)).rowcount
+    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox, "login_throttle": login_throttle,
+            "binding_jumps": jumps}
