@@ -19,11 +19,11 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
+from idp_bridge.errors import RequestError
 from idp_bridge.huawei.attributes import Customer
 from idp_bridge.idp.identity_provider import IdentityProvider, utcnow
 from idp_bridge.ops.audit import audit
 from idp_bridge.partner.service import accept_handoff
-from idp_bridge.saml.errors import RequestError
 from idp_bridge.web.auth import bridge, continue_after_login, current_customer, log_in
 from idp_bridge.web.security import check_csrf, correlation_id, safe_next
 
