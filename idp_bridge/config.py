@@ -124,6 +124,8 @@ class PlatformSettings:
     handoff_leeway_seconds: int = 60
     #: Where the customer's browser lands after Huawei's binding notification.
     bind_landing_url: str | None = None
+    #: How long after a first-login console jump (``isFirstLogin=true``) Huawei's bind notice is accepted.
+    bind_window_seconds: int = 3600
     #: Partner pages for "order payment success" and top-up returns.
     return_url: str | None = None
     recharge_url: str | None = None
@@ -470,7 +472,8 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
     if key_path is not None and not key_path.is_file():
         raise ConfigError(f"platform.handoff_public_key: {str(key_path)!r} does not exist", code="config_key_file")
     numbers: dict[str, int] = {}
-    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300)):
+    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300),
+                                  ("bind_window_seconds", 3600, 7 * 86400)):
         value = _get(raw, key, w, int, default)
         if not 0 <= value <= ceiling:
             raise ConfigError(f"{w}{key}: {value!r} must be between 0 and {ceiling}", code="config_range")
@@ -487,7 +490,7 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         login_url=urls["login_url"], home_url=urls["home_url"], handoff_secret=secret, handoff_public_key=key_path,
         handoff_public_key_algorithm=key_alg if key_path else None,
         handoff_max_lifetime_seconds=numbers["handoff_max_lifetime_seconds"],
-        handoff_leeway_seconds=numbers["handoff_leeway_seconds"],
+        handoff_leeway_seconds=numbers["handoff_leeway_seconds"], bind_window_seconds=numbers["bind_window_seconds"],
         bind_landing_url=urls["bind_landing_url"], return_url=urls["return_url"],
         recharge_url=urls["recharge_url"], return_params=tuple(params), webhook_url=urls["webhook_url"],
         webhook_secret=webhook_secret, webhook_in_process=_get(raw, "webhook_in_process", w, bool, True),
