@@ -113,6 +113,8 @@ class PlatformSettings:
 
     #: Where a visitor with no session signs in (``?return_to=<our URL>`` is added); None: local form.
     login_url: str | None = None
+    #: The platform's front page: the "back to the platform" link of error pages (else login_url, else ours).
+    home_url: str | None = None
     #: HS256 shared secret (``IDP_BRIDGE_HANDOFF_SECRET``); None: HS256 not accepted.
     handoff_secret: str | None = None
     #: PEM public key of the platform and its algorithm (RS256 or ES256); None: not accepted.
@@ -122,6 +124,8 @@ class PlatformSettings:
     handoff_leeway_seconds: int = 60
     #: Where the customer's browser lands after Huawei's binding notification.
     bind_landing_url: str | None = None
+    #: How long after a first-login console jump (``isFirstLogin=true``) Huawei's bind notice is accepted.
+    bind_window_seconds: int = 3600
     #: Partner pages for "order payment success" and top-up returns.
     return_url: str | None = None
     recharge_url: str | None = None
@@ -141,6 +145,15 @@ class DebugSettings:
     password: str | None = field(default=None, repr=False)  # IDP_BRIDGE_DEBUG_PASSWORD
     #: Decoded SAML exchanges kept in memory per process for the console.
     max_exchanges: int = 100
+
+
+#: ``[ui] default_locale``: the page language when the browser's Accept-Language names none we have.
+UI_LOCALES = ("en", "zh_CN")
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    default_locale: str = "en"
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,7 @@ class Config:
     keys: KeySettings = field(default_factory=KeySettings)
     debug: DebugSettings = field(default_factory=lambda: DebugSettings())
     limits: LimitSettings = field(default_factory=LimitSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
 
     @property
     def sso_url(self) -> str:
@@ -273,7 +287,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
     unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug",
-                            "limits"}
+                            "limits", "ui"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -381,6 +395,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
         debug=_parse_debug(_get(raw, "debug", "", dict, {}), env),
         limits=_parse_limits(_get(raw, "limits", "", dict, {})),
+        ui=_parse_ui(_get(raw, "ui", "", dict, {})),
     )
 
 
@@ -396,6 +411,16 @@ def _parse_limits(raw: Mapping[str, Any]) -> LimitSettings:
         if not 1 <= value <= 1_000_000:
             raise ConfigError(f"limits.{name}: {value!r} must be between 1 and 1000000", code="config_range")
     return LimitSettings(**values)
+
+
+def _parse_ui(raw: Mapping[str, Any]) -> UiSettings:
+    if set(raw) - {"default_locale"}:
+        raise ConfigError(f"ui: unknown key(s) {', '.join(sorted(set(raw) - {'default_locale'}))}; expected "
+                          "default_locale", code="config_unknown_key")
+    locale = _get(raw, "default_locale", "ui.", str, "en").replace("-", "_")
+    if locale not in UI_LOCALES:
+        raise ConfigError(f"ui.default_locale: {locale!r} is not one of {', '.join(UI_LOCALES)}", code="config_range")
+    return UiSettings(default_locale=locale)
 
 
 DEBUG_PASSWORD_MIN = 16
@@ -431,7 +456,7 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         raise ConfigError(f"platform: unknown key(s) {', '.join(sorted(unknown))}; expected "
                           f"{', '.join(sorted(known))}", code="config_unknown_key")
     urls: dict[str, str | None] = {}
-    for key in ("login_url", "bind_landing_url", "return_url", "recharge_url", "webhook_url"):
+    for key in ("login_url", "home_url", "bind_landing_url", "return_url", "recharge_url", "webhook_url"):
         value = _get(raw, key, w, str, None)
         urls[key] = _check_url(value, w + key) if value is not None else None
     secret = env.get("IDP_BRIDGE_HANDOFF_SECRET") or _get(raw, "handoff_secret", w, str, None)
@@ -447,7 +472,8 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
     if key_path is not None and not key_path.is_file():
         raise ConfigError(f"platform.handoff_public_key: {str(key_path)!r} does not exist", code="config_key_file")
     numbers: dict[str, int] = {}
-    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300)):
+    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300),
+                                  ("bind_window_seconds", 3600, 7 * 86400)):
         value = _get(raw, key, w, int, default)
         if not 0 <= value <= ceiling:
             raise ConfigError(f"{w}{key}: {value!r} must be between 0 and {ceiling}", code="config_range")
@@ -461,10 +487,10 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         raise ConfigError("platform.webhook_url is set but IDP_BRIDGE_WEBHOOK_SECRET (or platform.webhook_secret) "
                           "is missing or shorter than 32 bytes", code="config_secret")
     return PlatformSettings(
-        login_url=urls["login_url"], handoff_secret=secret, handoff_public_key=key_path,
+        login_url=urls["login_url"], home_url=urls["home_url"], handoff_secret=secret, handoff_public_key=key_path,
         handoff_public_key_algorithm=key_alg if key_path else None,
         handoff_max_lifetime_seconds=numbers["handoff_max_lifetime_seconds"],
-        handoff_leeway_seconds=numbers["handoff_leeway_seconds"],
+        handoff_leeway_seconds=numbers["handoff_leeway_seconds"], bind_window_seconds=numbers["bind_window_seconds"],
         bind_landing_url=urls["bind_landing_url"], return_url=urls["return_url"],
         recharge_url=urls["recharge_url"], return_params=tuple(params), webhook_url=urls["webhook_url"],
         webhook_secret=webhook_secret, webhook_in_process=_get(raw, "webhook_in_process", w, bool, True),

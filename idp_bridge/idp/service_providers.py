@@ -106,6 +106,25 @@ class ServiceProviderRegistry:
                     log.exception("SP %s: new metadata failed to load; keeping the previous copy", sp.name)
             return self._loaded[sp.name]
 
+    def refresh(self, name: str) -> LoadedServiceProvider:
+        """Load one SP's metadata now (the operator console's refresh button), in this process.
+
+        Unlike ``get``, an unreachable URL or a bad document is raised, not papered over with the cached
+        copy; the previous copy stays in use when that happens.
+        """
+        sp = self._config.sp(name)
+        data = load_sp_metadata_bytes(sp, fetcher=self._fetcher)
+        loaded = LoadedServiceProvider(sp, parse_sp_metadata(data), time.monotonic(), sp.metadata)
+        with self._lock:
+            self._loaded[sp.name] = loaded
+            if sp.metadata_is_url:
+                cache = self._config.metadata_dir / f"sp-{sp.name}.xml"
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_bytes(data)
+            else:
+                self._mtimes[sp.name] = Path(sp.metadata).stat().st_mtime
+        return loaded
+
     def all(self) -> list[LoadedServiceProvider]:
         return [self.get(sp.name) for sp in self._config.service_providers]
 
