@@ -9,6 +9,7 @@ from idp_bridge.config.model import (
     CUSTOMER_FIELDS,
     DEFAULT_ATTRIBUTES,
     DEFAULT_CONFIG_NAME,
+    UI_LOCALES,
     Config,
     DebugSettings,
     KeySettings,
@@ -17,10 +18,11 @@ from idp_bridge.config.model import (
     PlatformSettings,
     SamlSettings,
     ServiceProviderConfig,
+    UiSettings,
 )
 
 __all__ = [
     "CUSTOMER_FIELDS", "DEFAULT_ATTRIBUTES", "DEFAULT_CONFIG_NAME", "Config", "DebugSettings", "KeySettings",
-    "LimitSettings", "Pkcs11KeyConfig", "PlatformSettings", "SamlSettings", "ServiceProviderConfig", "config_path",
+    "LimitSettings", "Pkcs11KeyConfig", "PlatformSettings", "SamlSettings", "ServiceProviderConfig", "UI_LOCALES", "UiSettings", "config_path",
     "load_config", "parse_config", "read_raw_config", "write_raw_config",
 ]

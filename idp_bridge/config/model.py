@@ -172,6 +172,8 @@ class PlatformSettings:
 
     #: Where a visitor with no session signs in (``?return_to=<our URL>`` is added); None: local form.
     login_url: str | None = setting(None, check=check_url)
+    #: The platform's front page: the "back to the platform" link of error pages (else login_url, else ours).
+    home_url: str | None = setting(None, check=check_url)
     #: HS256 shared secret; None: HS256 not accepted.
     handoff_secret: str | None = setting(None, env="IDP_BRIDGE_HANDOFF_SECRET", check=_long_secret, secret=True)
     #: PEM public key of the platform and its algorithm (RS256 or ES256); None: not accepted.
@@ -181,6 +183,8 @@ class PlatformSettings:
     handoff_leeway_seconds: int = setting(60, minimum=0, maximum=300)
     #: Where the customer's browser lands after Huawei's binding notification.
     bind_landing_url: str | None = setting(None, check=check_url)
+    #: How long after a first-login console jump (``isFirstLogin=true``) Huawei's bind notice is accepted.
+    bind_window_seconds: int = setting(3600, minimum=0, maximum=7 * 86400)
     #: Partner pages for "order payment success" and top-up returns.
     return_url: str | None = setting(None, check=check_url)
     recharge_url: str | None = setting(None, check=check_url)
@@ -215,6 +219,24 @@ class LimitSettings:
     login_lockout_seconds: int = setting(900, minimum=1, maximum=1_000_000)
 
 
+#: ``[ui] default_locale``: the page language when the browser's Accept-Language names none we have.
+UI_LOCALES = ("en", "zh_CN")
+
+
+def _locale(value: str, where: str) -> str:
+    locale = value.replace("-", "_")
+    if locale not in UI_LOCALES:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(UI_LOCALES)}", code="config_range")
+    return locale
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """``[ui]``: the pages customers and operators see."""
+
+    default_locale: str = setting("en", check=_locale)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration. Its own fields are the ``[bridge]`` table (and ``[huawei] partner_id``)."""
@@ -239,6 +261,7 @@ class Config:
     keys: KeySettings = field(default_factory=KeySettings, metadata={"in_file": False})
     debug: DebugSettings = field(default_factory=DebugSettings, metadata={"in_file": False})
     limits: LimitSettings = field(default_factory=LimitSettings, metadata={"in_file": False})
+    ui: UiSettings = field(default_factory=UiSettings, metadata={"in_file": False})
 
     @property
     def sso_url(self) -> str:
@@ -263,4 +286,4 @@ class Config:
 #: The file's tables -> the Config field each fills (``bridge`` is Config itself; ``sp`` and ``huawei``
 #: are read by the loader).
 SECTIONS: dict[str, type] = {"saml": SamlSettings, "platform": PlatformSettings, "keys": KeySettings,
-                             "debug": DebugSettings, "limits": LimitSettings}
+                             "debug": DebugSettings, "limits": LimitSettings, "ui": UiSettings}
