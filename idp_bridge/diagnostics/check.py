@@ -28,6 +28,7 @@ from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from idp_bridge.saml.time import format_display
 from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _entity_id_of(xml: bytes) -> str:
 
 
 def _fmt(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return format_display(when)
 
 
 def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
