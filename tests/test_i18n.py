@@ -19,7 +19,8 @@ from babel.messages.pofile import read_po
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp_bridge.config import ConfigError, load_config, read_raw_config, write_raw_config
+from idp_bridge.config import load_config, read_raw_config, write_raw_config
+from idp_bridge.errors import ConfigError
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 from idp_bridge.web.i18n import TRANSLATIONS
