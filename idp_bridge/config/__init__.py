@@ -12,6 +12,7 @@ from idp_bridge.config.model import (
     UI_LOCALES,
     Config,
     DebugSettings,
+    HuaweiSettings,
     KeySettings,
     LimitSettings,
     Pkcs11KeyConfig,
@@ -22,7 +23,7 @@ from idp_bridge.config.model import (
 )
 
 __all__ = [
-    "CUSTOMER_FIELDS", "DEFAULT_ATTRIBUTES", "DEFAULT_CONFIG_NAME", "Config", "DebugSettings", "KeySettings",
+    "CUSTOMER_FIELDS", "DEFAULT_ATTRIBUTES", "DEFAULT_CONFIG_NAME", "Config", "DebugSettings", "HuaweiSettings", "KeySettings",
     "LimitSettings", "Pkcs11KeyConfig", "PlatformSettings", "SamlSettings", "ServiceProviderConfig", "UI_LOCALES", "UiSettings", "config_path",
     "load_config", "parse_config", "read_raw_config", "write_raw_config",
 ]
