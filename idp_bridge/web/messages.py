@@ -84,9 +84,11 @@ _BY_CODE: dict[str, str] = {
     "sp_unknown": "site-unknown", "sp_none_configured": "site-unknown", "unknown_issuer": "site-unknown",
     "service_not_allowed": "page-not-allowed", "service_too_long": "page-not-allowed",
     "csrf_failed": "session-expired", "session_expired": "session-expired",
+    "handoff_switch_expired": "session-expired", "handoff_switch_unknown": "session-expired",
     "bind_malformed": "binding-failed", "bind_missing_field": "binding-failed", "bind_too_large": "binding-failed",
     "bind_signature": "binding-failed",
     "input_jwt": "handoff-invalid",  # web/validation.py: the token is not a bounded, readable JWT
+    "handoff_switch_unknown": "session-expired", "handoff_switch_expired": "link-used",  # web/handoff.py
 }
 #: Code prefixes of SAML requests from Huawei that did not verify: "start again from the platform".
 _SIGNATURE_PREFIXES = ("signature_", "sigalg_", "embedded_signature", "destination_", "acs_")
