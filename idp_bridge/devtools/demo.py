@@ -12,6 +12,7 @@ which the bridge loads by URL exactly as it would load Huawei's.
 from __future__ import annotations
 
 import secrets
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -87,7 +88,8 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
                 "x_account_type": DEMO_X_ACCOUNT_TYPE, "console_hosts": ["console.huaweicloud.com"],
                 "login_url": simulator_url + "/authui/saml/login"}],
         # throwaway secrets in the scratch config (a real deployment sets them in the environment)
-        "platform": {"login_url": platform_url + "/login", "handoff_secret": secrets.token_urlsafe(48),
+        "platform": {"login_url": platform_url + "/login", "home_url": platform_url + "/",
+                     "handoff_secret": secrets.token_urlsafe(48),
                      "bind_landing_url": platform_url + "/huawei/bound", "return_url": platform_url + "/orders",
                      "recharge_url": platform_url + "/wallet", "return_params": ["orderId"],
                      "webhook_url": platform_url + "/hooks", "webhook_secret": secrets.token_urlsafe(48)},
@@ -150,6 +152,7 @@ def run_demo(*, port: int = 8000, simulator_port: int = 8001, workdir: Path | No
              platform_port: int = 8002) -> None:
     setup = start_demo(prepare_demo(workdir, port=port, simulator_port=simulator_port,
                                     platform_port=platform_port))
+    scratch = workdir is None  # a folder we made ourselves is removed at the end; a --dir is kept
     users = "\n".join(f"    {u.user_id:<6} password: {u.password}" for u in setup.users)
     print(f"""
 idp-bridge demo is running (Ctrl-C to stop).
@@ -165,7 +168,7 @@ idp-bridge demo is running (Ctrl-C to stop).
 
   Bridge metadata:        {setup.config.metadata_url}
   Huawei IAM simulator:   {setup.simulator_url}/  (SP metadata {setup.simulator_url}/authui/saml/metadata.xml)
-  Scratch folder:         {setup.workdir}
+  Scratch folder:         {setup.workdir}{"  (removed when you stop; --dir DIR keeps one)" if scratch else ""}
 """, flush=True)
     try:
         threading.Event().wait()
@@ -173,3 +176,5 @@ idp-bridge demo is running (Ctrl-C to stop).
         print("stopping")
     finally:
         setup.shutdown()
+        if scratch:
+            shutil.rmtree(setup.workdir, ignore_errors=True)

@@ -24,6 +24,7 @@ from idp_bridge.diagnostics.schema import schema_errors
 from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from idp_bridge.saml.time import format_display
 from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _entity_id_of(xml: bytes) -> str:
 
 
 def _fmt(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return format_display(when)
 
 
 def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
@@ -359,8 +360,11 @@ def _check_clock(report: Report, g: str, res: HttpResult, now: dt.datetime, conf
 
 def _check_sp(report: Report, config: Config, sp: ServiceProviderConfig, fetch: Fetch, now: dt.datetime) -> None:
     g = f"SP {sp.name} ({sp.site})"
-    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()), repr(sp.x_account_type),
-               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type")
+    placeholder = sp.x_account_type.strip().upper().startswith(("YOUR_", "<")) or sp.x_account_type == "CHANGE_ME"
+    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()) and not placeholder,
+               repr(sp.x_account_type) + (" is the README's placeholder, not your platform id" if placeholder else ""),
+               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type "
+               f"(`idp-bridge sp add {sp.name} --replace --x-account-type ID ...`)")
     data = _load_sp_bytes(report, g, sp, fetch, now, config)
     if data is None:
         return

@@ -19,6 +19,8 @@ from idp_bridge.diagnostics.report import Report
 from idp_bridge.errors import ANY_ERROR
 from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.certificates import load_certificate_pem
+from idp_bridge.saml.time import format_display
 
 if TYPE_CHECKING:
     from idp_bridge.store import Store
@@ -27,7 +29,7 @@ G = "keys"
 
 
 def _fmt(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return format_display(when)
 
 
 def check_keys(report: Report, config: Config, store: Store | None, now: dt.datetime,
@@ -60,7 +62,7 @@ def check_keys(report: Report, config: Config, store: Store | None, now: dt.date
                        "user the bridge runs as); consider the key exposed if others could read it",
                        expected="0600 (owner only)", actual=f"{mode:04o}")
         try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            cert = load_certificate_pem(cert_path.read_bytes())
         except (OSError, ValueError) as exc:
             report.add(G, f"{kid} certificate", False, f"{cert_path}: {exc}",
                        f"replace {cert_path} with the PEM certificate of {key_path}")

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from idp_bridge.errors import KeyRingError, SigningKeyError
 from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256")
@@ -74,7 +75,7 @@ def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None)
 def parse_pair(key_pem: bytes, cert_pem: bytes, *, key_where: str, cert_where: str,
                passphrase: str | None) -> LoadedPair:
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = load_certificate_pem(cert_pem)
     except ValueError as exc:
         raise KeyRingError(f"certificate {cert_where!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
     try:
