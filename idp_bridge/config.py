@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from idp_bridge.errors import ConfigError
 from idp_bridge.huawei.sites import SITES, site
-from idp_bridge.saml.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "idp-bridge.toml"
 

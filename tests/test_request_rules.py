@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from idp_bridge.diagnostics.decode import decode_message
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.idp.identity_provider import AnsweredRefusal, IdentityProvider
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.store import Store
 from tests.journey import SP_ENTITY_ID, Env, make_env
 from tests.pki import make_key
@@ -114,7 +114,7 @@ def _live(bridge: IdentityProvider, query: str) -> str | None:
     except AnsweredRefusal as exc:
         assert exc.form.action and exc.form.saml_response  # answered at the ACS, not with a page
         return exc.code
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         return exc.code
     return None
 

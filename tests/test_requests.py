@@ -11,8 +11,8 @@ import onelogin.saml2
 import pytest
 from lxml import etree
 
+from idp_bridge.errors import RequestError, SignatureError, StatusResponseError
 from idp_bridge.saml.bindings import RedirectMessage, decode_redirect, encode_redirect
-from idp_bridge.saml.errors import RequestError, SignatureError, StatusResponseError
 from idp_bridge.saml.metadata import Endpoint, ServiceProviderMetadata, build_sp_metadata, parse_sp_metadata
 from idp_bridge.saml.requests import (
     NAMEID_UNSPECIFIED,

@@ -15,8 +15,8 @@ from lxml import etree
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
+from idp_bridge.errors import SignatureError
 from idp_bridge.saml import algorithms
-from idp_bridge.saml.errors import SignatureError
 from idp_bridge.saml.responses import (
     ASSERTION_INCLUSIVE_PREFIXES,
     STATUS_AUTHN_FAILED,

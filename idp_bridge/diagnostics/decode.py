@@ -33,8 +33,8 @@ from lxml import etree
 
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import PROTOCOL_XSD, schema_errors
+from idp_bridge.errors import ANY_ERROR, AnyError, BridgeError
 from idp_bridge.saml.bindings import DEFAULT_LIMITS, decode_redirect
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.time import format_xs_datetime
 from idp_bridge.saml.xml import NS_SAMLP, parse_untrusted, qname
 
@@ -241,7 +241,7 @@ def _iso(when: dt.datetime) -> str:
 def _sp_for_issuer(bridge: IdentityProvider, issuer: str) -> LoadedServiceProvider | None:
     try:
         return bridge.sps.by_entity_id(issuer)
-    except BridgeError:
+    except ANY_ERROR:
         return None
 
 
@@ -266,9 +266,9 @@ _NEEDS_CONFIG = ("issuer", "signature", "destination", "acs", "name_id_policy")
 
 def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str], bridge: IdentityProvider | None,
                    now: dt.datetime) -> Decoded:
+    from idp_bridge.errors import StatusResponseError
     from idp_bridge.saml.bindings import RedirectMessage
     from idp_bridge.saml.checks import NOT_CHECKED
-    from idp_bridge.saml.errors import StatusResponseError
     from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
 
     report = Report("IdP checks (what the bridge verifies before answering: the same rules, in the same order)")
@@ -276,7 +276,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
     pretty = pretty_xml(xml)
     try:
         req = parse_authn_request(xml)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "structure", False, exc.operator, "the SP sent a malformed AuthnRequest")
         report.add(g, "verdict", False, f"refused [{exc.code}]: {exc.operator}", "see the failed checks above")
         return Decoded("AuthnRequest", cap.source, pretty, fields, report, refusal=exc.code)
@@ -290,7 +290,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
     if redirect is None and cap.raw_query is not None:
         try:
             redirect = decode_redirect(cap.raw_query)
-        except BridgeError:
+        except ANY_ERROR:
             redirect = None
     if redirect is not None and redirect.sig_alg is not None:
         fields["SigAlg"] = redirect.sig_alg
@@ -324,7 +324,7 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
             refusal = exc.code
             report.add(g, "verdict", False, f"refused [{exc.code}]: answered with a signed Response "
                        f"(status {exc.sub_status}) to {exc.acs_url}: {exc.operator}", "see the failed checks above")
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             refusal = exc.code
             report.add(g, "verdict", False, f"refused [{exc.code}]: {exc.operator}", "see the failed checks above")
     return Decoded("AuthnRequest", cap.source, pretty, fields, report, refusal=refusal)
@@ -335,7 +335,7 @@ def _loaded_sps(bridge: IdentityProvider) -> list[LoadedServiceProvider]:
     for sp in bridge.config.service_providers:
         try:
             loaded.append(bridge.sps.get(sp.name))
-        except BridgeError:
+        except ANY_ERROR:
             continue
     return loaded
 
@@ -389,7 +389,7 @@ def _pick_sp(bridge: IdentityProvider, destination: str, sp_name: str | None) ->
     for sp in bridge.config.service_providers:
         try:
             loaded = bridge.sps.get(sp.name)
-        except BridgeError:
+        except ANY_ERROR:
             continue
         if destination in loaded.metadata.acs_locations:
             return loaded
@@ -418,16 +418,16 @@ def _bind_request(cap: Captured, fields: dict[str, str], bridge: IdentityProvide
                     "no Signature in the input: decode the whole form (bindRequest, SigAlg, Signature)")
         return Decoded("bindRequest", cap.source, pretty, fields, report)
     certs: list[tuple[str, Sequence[object]]] = []
-    last: BridgeError | None = None
+    last: AnyError | None = None
     for sp_cfg in bridge.config.service_providers:
         try:
             sp = bridge.sps.get(sp_cfg.name)
-        except BridgeError:
+        except ANY_ERROR:
             continue
         certs.append((sp.name, sp.metadata.signing_certificates))
         try:
             note = verify_bind_notification(cap.params, sp.metadata.signing_certificates)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             last = exc
             continue
         report.add(g, "signature", True, f"verified with SP {sp.name}'s certificate {fingerprint(note.certificate)} "

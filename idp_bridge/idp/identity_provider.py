@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from idp_bridge.config import Config
+from idp_bridge.errors import ReplayError, RequestError, StatusResponseError
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.saml.bindings import decode_redirect, encode_post
-from idp_bridge.saml.errors import ReplayError, RequestError, StatusResponseError
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
 from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
 from idp_bridge.saml.responses import (

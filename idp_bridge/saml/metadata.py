@@ -23,7 +23,7 @@ from lxml import etree
 from idp_bridge.saml import time
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.certificates import load_certificate_b64
-from idp_bridge.saml.errors import ConfigError, MetadataError
+from idp_bridge.saml.errors import MetadataError
 from idp_bridge.saml.time import parse_xs_datetime
 from idp_bridge.saml.xml import (
     BINDING_POST,
@@ -240,11 +240,11 @@ def parse_sp_metadata(xml: bytes) -> ServiceProviderMetadata:
 
 
 def format_xs_datetime(value: datetime) -> str:
-    """validUntil as written in metadata (the microseconds that are there); a naive time is a ConfigError."""
+    """validUntil as written in metadata (the microseconds that are there); a naive time is a MetadataError."""
     try:
         return time.format_xs_datetime(value, "auto")
     except time.NaiveTimeError as exc:
-        raise ConfigError(f"datetime {value.isoformat()} has no time zone; SAML times must be UTC",
+        raise MetadataError(f"datetime {value.isoformat()} has no time zone; SAML times must be UTC",
                           code="naive_datetime") from exc
 
 
@@ -252,7 +252,7 @@ def format_xs_duration(value: timedelta) -> str:
     """Shortest whole-unit xs:duration: P7D, PT24H is written P1D, PT90M, PT45S."""
     micros = value // timedelta(microseconds=1)
     if micros <= 0:
-        raise ConfigError(f"cacheDuration must be positive, got {value}", code="bad_duration")
+        raise MetadataError(f"cacheDuration must be positive, got {value}", code="bad_duration")
     seconds, frac = divmod(micros, 1_000_000)
     if frac:
         return f"PT{seconds}.{frac:06d}".rstrip("0") + "S"
@@ -280,16 +280,16 @@ def _serialize(root: etree._Element) -> bytes:
 
 def _check_signing_certificates(certificates: Sequence[x509.Certificate]) -> None:
     if not certificates:
-        raise ConfigError("IdP metadata needs at least one signing certificate", code="no_certificate")
+        raise MetadataError("IdP metadata needs at least one signing certificate", code="no_certificate")
     seen: set[str] = set()
     for cert in certificates:
         fp = fingerprint(cert)
         if fp in seen:
-            raise ConfigError(f"certificate {fp} is listed twice", code="duplicate_certificate")
+            raise MetadataError(f"certificate {fp} is listed twice", code="duplicate_certificate")
         seen.add(fp)
         key = cert.public_key()
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
-            raise ConfigError(f"certificate {fp} has an RSA-{key.key_size} key; Huawei requires at least "
+            raise MetadataError(f"certificate {fp} has an RSA-{key.key_size} key; Huawei requires at least "
                               f"RSA-{_MIN_RSA_BITS}", code="key_too_small")
 
 
@@ -303,7 +303,7 @@ def build_idp_metadata(*, entity_id: str, sso_url: str, certificates: Sequence[x
     rotation, the next one, so Huawei trusts both before the switch.
     """
     if not entity_id or not sso_url:
-        raise ConfigError("entity_id and sso_url are required for IdP metadata", code="metadata_incomplete")
+        raise MetadataError("entity_id and sso_url are required for IdP metadata", code="metadata_incomplete")
     _check_signing_certificates(certificates)
     root = etree.Element(qname(NS_MD, "EntityDescriptor"), nsmap={"md": NS_MD, "ds": NS_DS})
     root.set("entityID", entity_id)
@@ -333,7 +333,7 @@ def build_idp_metadata(*, entity_id: str, sso_url: str, certificates: Sequence[x
 
     out = _serialize(root)
     if len(out) > MAX_XML_BYTES:
-        raise ConfigError(f"IdP metadata is {len(out)} bytes; Huawei accepts at most {MAX_XML_BYTES}",
+        raise MetadataError(f"IdP metadata is {len(out)} bytes; Huawei accepts at most {MAX_XML_BYTES}",
                           code="metadata_too_large")
     return out
 

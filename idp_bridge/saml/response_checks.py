@@ -22,7 +22,7 @@ from lxml import etree
 from idp_bridge.saml.algorithms import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, fingerprint
 from idp_bridge.saml.certificates import load_certificate_b64
 from idp_bridge.saml.checks import Check, Checks
-from idp_bridge.saml.errors import BridgeError, MetadataError, RequestError
+from idp_bridge.saml.errors import MetadataError, RequestError, SamlError
 from idp_bridge.saml.signing import verify_enveloped
 from idp_bridge.saml.time import format_xs_datetime, parse_instant
 from idp_bridge.saml.xml import (
@@ -240,7 +240,7 @@ def check_response(
     try:
         root = parse_untrusted(xml, what="SAML Response", error=RequestError)
         rec.add("xml_parses", True, "well-formed XML without DTD or entities", f"{len(xml)} bytes, parsed")
-    except BridgeError as exc:
+    except SamlError as exc:
         rec.add("xml_parses", False, "well-formed XML without DTD or entities", exc.operator)
     is_response = root is not None and root.tag == qname(NS_SAMLP, "Response")
     if root is None:
@@ -310,7 +310,7 @@ def check_response(
                 report.signing_certificate_fingerprint = fingerprint(cert)
                 rec.add("assertion_signature", True, sig_expected,
                         f"verified with certificate SHA-256 {fingerprint(cert)}")
-        except BridgeError as exc:
+        except SamlError as exc:
             rec.add("assertion_signature", False, sig_expected, exc.operator)
         except Exception as exc:  # noqa: BLE001 - a checker must report, never crash, on peer input
             rec.add("assertion_signature", False, sig_expected, f"{type(exc).__name__}: {exc}")

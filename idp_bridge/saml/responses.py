@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from lxml import etree
 
-from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.errors import SamlError
 from idp_bridge.saml.signing import Signer, enveloped_signature_xml, inclusive_namespaces_xml, sign_enveloped
 from idp_bridge.saml.time import NaiveTimeError, format_xs_datetime
 from idp_bridge.saml.xml import (
@@ -41,7 +41,7 @@ STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
 STATUS_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
 
 
-class ResponseBuildError(BridgeError):
+class ResponseBuildError(SamlError):
     """A value we were asked to put in a Response cannot be represented (or is missing)."""
 
     code = "response_invalid"

@@ -50,7 +50,7 @@ from idp_bridge.saml.algorithms import (
     verify_detached,
 )
 from idp_bridge.saml.certificates import load_certificate_b64
-from idp_bridge.saml.errors import KeyError_, SignatureError
+from idp_bridge.saml.errors import SignatureError, SigningKeyError
 from idp_bridge.saml.xml import NS_DS, NS_SAML, parse_untrusted, qname
 
 #: Smallest RSA modulus we sign with (Huawei recommends >= 2048 bits).
@@ -105,27 +105,27 @@ class PrivateKeySigner:
         if isinstance(private_key, rsa.RSAPrivateKey):
             kind = "rsa"
             if private_key.key_size < MIN_RSA_BITS:
-                raise KeyError_(f"RSA key of certificate {fp} is {private_key.key_size} bits; "
+                raise SigningKeyError(f"RSA key of certificate {fp} is {private_key.key_size} bits; "
                                 f"at least {MIN_RSA_BITS} bits are required", code="key_too_small")
             default_alg = algorithms.RSA_SHA256
         elif isinstance(private_key, ec.EllipticCurvePrivateKey):
             kind = "ecdsa"
             default_alg = algorithms.ECDSA_SHA256
         else:
-            raise KeyError_(f"unsupported private key type {type(private_key).__name__} for certificate "
+            raise SigningKeyError(f"unsupported private key type {type(private_key).__name__} for certificate "
                             f"{fp}; expected an RSA or EC key", code="key_unsupported")
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
         if private_key.public_key().public_bytes(der, spki) != certificate.public_key().public_bytes(der, spki):
-            raise KeyError_(f"private key does not match certificate {fp} "
+            raise SigningKeyError(f"private key does not match certificate {fp} "
                             f"(subject {certificate.subject.rfc4514_string()})", code="key_cert_mismatch")
         uri = algorithm or default_alg
         try:
             alg = signature_algorithm(uri)
         except SignatureError as exc:
-            raise KeyError_(f"cannot sign with certificate {fp}: {exc.operator}", code="key_algorithm_refused") from exc
+            raise SigningKeyError(f"cannot sign with certificate {fp}: {exc.operator}", code="key_algorithm_refused") from exc
         if alg.kind != kind:
-            raise KeyError_(f"signature algorithm {uri} needs an {alg.kind.upper()} key; the key of "
+            raise SigningKeyError(f"signature algorithm {uri} needs an {alg.kind.upper()} key; the key of "
                             f"certificate {fp} is {kind.upper()}", code="key_algorithm_mismatch")
         self._key = private_key
         self._hash = alg.hash
@@ -210,11 +210,11 @@ def enveloped_signature_xml(canonical: bytes, ref_id: str, signer: Signer, *,
     result right after the element's Issuer with no whitespace around it.
     """
     if not _SAFE_ID.fullmatch(ref_id):
-        raise KeyError_(f"cannot sign an element whose ID is {ref_id!r}; expected an NCName such as '_' "
+        raise SigningKeyError(f"cannot sign an element whose ID is {ref_id!r}; expected an NCName such as '_' "
                         "followed by hex", code="signing_bad_id")
     hash_name = _HASHLIB_NAMES.get(digest)
     if hash_name is None:
-        raise KeyError_(f"digest algorithm {digest!r} is refused; expected one of "
+        raise SigningKeyError(f"digest algorithm {digest!r} is refused; expected one of "
                         + ", ".join(_HASHLIB_NAMES), code="signing_digest_refused")
     digest_b64 = base64.b64encode(hashlib.new(hash_name, canonical).digest()).decode("ascii")
     signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id, inclusive=inclusive, digest_alg=digest,
@@ -237,7 +237,7 @@ def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIG
     ref_id = element.get("ID") or ""
     for child in element:
         if child.tag == _DS_SIGNATURE:
-            raise KeyError_(f"element {ref_id} already carries a ds:Signature", code="signing_already_signed")
+            raise SigningKeyError(f"element {ref_id} already carries a ds:Signature", code="signing_already_signed")
     # Enveloped-signature transform + exc-c14n, as a verifier will compute it: the Signature
     # is not there yet, and we insert it without whitespace around it. lxml canonicalises a
     # subtree per exc-c14n (ancestor namespaces only where visibly used).
@@ -253,7 +253,7 @@ def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIG
         element.insert(0, signature)
     # addnext() moves the Issuer's tail onto the inserted element; keep the signed bytes intact.
     if signature.tail:
-        raise KeyError_(f"element {ref_id} has text after its Issuer; cannot sign it enveloped",
+        raise SigningKeyError(f"element {ref_id} has text after its Issuer; cannot sign it enveloped",
                         code="signing_mixed_content")
 
 

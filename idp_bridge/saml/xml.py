@@ -47,7 +47,7 @@ def parse_untrusted(data: bytes, *, what: str = "XML document", max_bytes: int =
                     error: type[Exception] = RequestError) -> etree._Element:
     """Parse bytes a peer sent. Refuses DOCTYPE/ENTITY declarations and oversize input.
 
-    ``error`` is the exception class raised (a ``BridgeError`` subclass taking the operator
+    ``error`` is the exception class raised (a ``SamlError`` subclass taking the operator
     message as its only positional argument).
     """
     if len(data) > max_bytes:

@@ -48,6 +48,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     errors.install(app)
     for blueprint in (saml.bp, account.bp, jump.bp, handoff.bp, huawei.bp, health.bp, debug.bp):
         app.register_blueprint(blueprint)
+    _load_plugins(app)
     _start_webhook_loop(app, bridge)
     app.extensions["idp_bridge_purge"] = purge_loop(bridge.store).start()
     return app
@@ -61,3 +62,13 @@ def _start_webhook_loop(app: Flask, bridge: IdentityProvider) -> None:
     settings = settings_from_config(p.webhook_url, p.webhook_secret)
     if settings is not None and p.webhook_in_process:
         app.extensions["idp_bridge_webhooks"] = delivery_loop(bridge.store, settings).start()
+
+
+def _load_plugins(app: Flask) -> None:
+    """Pages other packages add (``idp_bridge.plugins`` entry points: the console's test login from devtools)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="idp_bridge.plugins"):
+        register = getattr(entry.load(), "register_web", None)
+        if register is not None:
+            register(app)

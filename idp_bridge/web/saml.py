@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
+from idp_bridge.errors import RequestError
 from idp_bridge.idp.identity_provider import AnsweredRefusal, PostForm, utcnow
 from idp_bridge.ops.audit import audit
-from idp_bridge.saml.errors import RequestError
 from idp_bridge.web.auth import bridge, current_customer, require_login_redirect
 from idp_bridge.web.security import correlation_id, csp_nonce
 
