@@ -304,4 +304,10 @@ def test_a_fuzz_run_is_not_vacuous() -> None:
     with pytest.raises(InputError):
         check_bind_request(_b64("[" * 50 + "]" * 50))
     assert check_bind_request(_b64('{"xUserId":"c","bindAction":0}')) == {"xUserId": "c", "bindAction": 0}
-    write_raw_config  # noqa: B018 - imported for the env fixture's config edits
+
+
+def test_every_route_is_fuzzed_and_every_field_rule_names_a_route(app: Flask) -> None:
+    routes = {(method, rule.rule) for rule in app.url_map.iter_rules() if "<" not in rule.rule
+              for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
+    assert routes <= set(ENDPOINTS), routes - set(ENDPOINTS)  # a new endpoint joins the fuzz
+    assert set(FIELDS) <= {rule.endpoint for rule in app.url_map.iter_rules()}  # no rule for a renamed endpoint

@@ -89,7 +89,7 @@ FIELDS: dict[str, dict[str, Rule]] = {
     "debug.login": {"password": PASSWORD, "csrf_token": TOKEN},
     "debug.logout": {"csrf_token": TOKEN},
     "debug.preview": {"user_id": USER_ID, "sp": SP, "csrf_token": TOKEN},
-    "debug.test_login": {"user_id": USER_ID, "site": NAME, "csrf_token": TOKEN},
+    "devtools_console.test_login": {"user_id": USER_ID, "site": NAME, "csrf_token": TOKEN},
 }
 HOST = Rule(255, re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"), "a host[:port]")
 
