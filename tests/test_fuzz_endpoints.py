@@ -311,3 +311,16 @@ def test_every_route_is_fuzzed_and_every_field_rule_names_a_route(app: Flask) ->
               for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
     assert routes <= set(ENDPOINTS), routes - set(ENDPOINTS)  # a new endpoint joins the fuzz
     assert set(FIELDS) <= {rule.endpoint for rule in app.url_map.iter_rules()}  # no rule for a renamed endpoint
+
+
+def test_fixed_endpoints_take_only_their_fields(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/login?next=https://evil.example/").status_code == 400  # smuggled, never read, refused
+    assert client.get("/healthz?x=1").status_code == 400
+    token = csrf(client)
+    resp = client.post("/login", data={"user_id": "cust-1001", "password": PASSWORD, "csrf_token": token,
+                                       "is_admin": "1"})
+    assert resp.status_code == 400 and "input_unexpected" in audit_reasons(app)
+    assert client.get("/login").status_code == 200 and client.get("/healthz").status_code == 200
+    # open endpoints pass extra (checked) parameters through: Huawei's return adds its own
+    assert client.get("/huawei/return?orderId=CS1&other=x").status_code == 302

@@ -74,8 +74,12 @@ def _base64(max_length: int) -> Rule:
     return _rule(max_length, r"A-Za-z0-9+/=_\- \r\n", "base64 text")
 
 
-#: endpoint -> field -> rule. Fields not listed get GENERIC.
+#: endpoint -> field -> rule. An endpoint listed here takes only these fields (any other name: 400); an
+#: endpoint in OPEN_ENDPOINTS also takes others, checked with GENERIC (pass-through parameters, SAML and
+#: Huawei messages that may grow optional fields).
+OPEN_ENDPOINTS = frozenset({"saml.sso", "huawei.bind", "huawei.payment_return", "huawei.recharge_return", "static"})
 FIELDS: dict[str, dict[str, Rule]] = {
+    "account.home": {}, "saml.sso_continue": {}, "health.healthz": {}, "debug.index": {},
     "saml.metadata": {"sp": SP},
     "saml.sso": {"SAMLRequest": _base64(16 * 1024), "Signature": _base64(2048), "SigAlg": SIG_ALG,
                  "RelayState": Rule(1024)},
@@ -111,11 +115,14 @@ def check_value(where: str, value: str, rule: Rule) -> None:
         raise InputError(f"{where}: {_show(value)} is not {rule.expected}", code="input_malformed")
 
 
-def _check_fields(kind: str, items: Iterable[tuple[str, str]], rules: dict[str, Rule]) -> None:
+def _check_fields(kind: str, items: Iterable[tuple[str, str]], rules: dict[str, Rule], *, strict: bool) -> None:
     for count, (name, value) in enumerate(items, start=1):
         if count > MAX_FIELDS:
             raise InputError(f"more than {MAX_FIELDS} {kind}s; expected a handful", code="input_too_many")
         check_value(f"{kind} name", name, Rule(64))
+        if strict and name not in rules:
+            raise InputError(f"unexpected {kind} {_show(name)}; this URL takes "
+                             f"{', '.join(sorted(rules)) or 'none'}", code="input_unexpected")
         check_value(f"{kind} {name}", value, rules.get(name, GENERIC))
 
 
@@ -150,8 +157,10 @@ def check_client(req: Request) -> None:
 def check_request(req: Request) -> None:
     """The whole edge check for one request; raises InputError."""
     check_client(req)
-    rules = FIELDS.get(req.endpoint or "", {})
-    _check_fields("query parameter", req.args.items(multi=True), rules)
+    endpoint = req.endpoint or ""
+    rules = FIELDS.get(endpoint, {})
+    strict = endpoint in FIELDS and endpoint not in OPEN_ENDPOINTS
+    _check_fields("query parameter", req.args.items(multi=True), rules, strict=strict)
     if req.method == "POST":
         try:
             form, files = req.form, req.files
@@ -162,7 +171,7 @@ def check_request(req: Request) -> None:
                              code="input_body") from None
         if files:
             raise InputError("the request carries file uploads; no endpoint takes files", code="input_file")
-        _check_fields("form field", form.items(multi=True), rules)
+        _check_fields("form field", form.items(multi=True), rules, strict=strict)
     if req.endpoint == "huawei.bind" and req.form.get("bindRequest"):
         check_bind_request(req.form["bindRequest"])
     if req.endpoint in ("jump.go", "handoff.handoff") and req.args.get("token"):
