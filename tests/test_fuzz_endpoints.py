@@ -40,7 +40,9 @@ ENDPOINTS = [("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/log
              ("POST", "/huawei/bind"), ("GET", "/huawei/return"), ("GET", "/huawei/recharge"), ("GET", "/healthz"),
              ("GET", "/_bridge/login"), ("POST", "/_bridge/login"), ("POST", "/_bridge/logout"), ("GET", "/_bridge/"),
              ("GET", "/_bridge/preview"), ("POST", "/_bridge/preview"), ("POST", "/_bridge/test-login"),
-             ("GET", "/static/style.css"), ("GET", "/nowhere"), ("PUT", "/login"), ("DELETE", "/huawei/bind")]
+             ("GET", "/static/style.css"), ("GET", "/nowhere"), ("PUT", "/login"), ("DELETE", "/huawei/bind"),
+             ("POST", "/handoff/confirm"), ("GET", "/_bridge/metadata.xml"), ("GET", "/lang/en"), ("GET", "/lang/%00"),
+             ("POST", "/_bridge/sp/huawei-cn/refresh"), ("POST", "/_bridge/sp/%2e%2e/refresh")]
 FIELD_NAMES = sorted({name for rules in FIELDS.values() for name in rules} | {"orderId", "amount", "result"})
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -262,8 +264,11 @@ def test_long_signed_request_id_refused_and_ordinary_one_accepted(app: Flask, en
     assert "SAMLResponse" in extract_form(client.get("/saml/continue").get_data(as_text=True))
 
 
-def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask) -> None:
+def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask, env: Env) -> None:
     client = app.test_client()
+    # what precedes an honest notice: the first-login jump to Huawei
+    jump = client.get("/go", query_string={"token": mint(env, "c-1"), "service": "https://console.huaweicloud.com/"})
+    assert jump.status_code == 302 and "isFirstLogin=true" in jump.headers["Location"]
     deep = '{"xUserId":"c-1","domainId":"d1","bindAction":0,"x":' + "[" * 5000 + "]" * 5000 + "}"
     assert client.post("/huawei/bind", data=_huawei_signed(_b64(deep))).status_code == 400
     dirty = '{"xUserId":"c-1\\u0000","domainId":"d1","bindAction":0}'

@@ -74,12 +74,14 @@ def _base64(max_length: int) -> Rule:
     return _rule(max_length, r"A-Za-z0-9+/=_\- \r\n", "base64 text")
 
 
-#: endpoint -> field -> rule. An endpoint listed here takes only these fields (any other name: 400); an
-#: endpoint in OPEN_ENDPOINTS also takes others, checked with GENERIC (pass-through parameters, SAML and
-#: Huawei messages that may grow optional fields).
-OPEN_ENDPOINTS = frozenset({"saml.sso", "huawei.bind", "huawei.payment_return", "huawei.recharge_return", "static"})
+#: endpoint -> field -> rule; other fields get GENERIC. A STRICT endpoint takes only its listed fields (any
+#: other name: 400): the public pages whose inputs are settled. The rest take extra, checked fields
+#: (Huawei's pass-through return parameters, SAML and Huawei messages that may grow optional fields, the
+#: operator console's filters).
+STRICT = frozenset({"account.home", "account.login", "account.logout", "saml.sso_continue", "saml.metadata",
+                    "health.healthz", "jump.go", "handoff.handoff"})
 FIELDS: dict[str, dict[str, Rule]] = {
-    "account.home": {}, "saml.sso_continue": {}, "health.healthz": {}, "debug.index": {},
+    "account.home": {}, "saml.sso_continue": {}, "health.healthz": {},
     "saml.metadata": {"sp": SP},
     "saml.sso": {"SAMLRequest": _base64(16 * 1024), "Signature": _base64(2048), "SigAlg": SIG_ALG,
                  "RelayState": Rule(1024)},
@@ -88,6 +90,8 @@ FIELDS: dict[str, dict[str, Rule]] = {
     "jump.go": {"sp": SP, "service": Rule(2048, re.compile(r"[!-~]*"), "a URL (printable ASCII, no spaces)"),
                 "token": JWT},
     "handoff.handoff": {"token": JWT, "next": Rule(2048, re.compile(r"[!-~]*"), "one of our paths")},
+    "handoff.confirm": {"nonce": TOKEN, "choice": NAME, "csrf_token": TOKEN},
+    "i18n.choose": {"next": Rule(2048, re.compile(r"[!-~]*"), "one of our paths")},
     "huawei.bind": {"bindRequest": _rule(16 * 1024, r"A-Za-z0-9+/=", "standard base64"),
                     "Signature": _base64(2048), "SigAlg": SIG_ALG},
     "debug.login": {"password": PASSWORD, "csrf_token": TOKEN},
@@ -159,7 +163,7 @@ def check_request(req: Request) -> None:
     check_client(req)
     endpoint = req.endpoint or ""
     rules = FIELDS.get(endpoint, {})
-    strict = endpoint in FIELDS and endpoint not in OPEN_ENDPOINTS
+    strict = endpoint in STRICT
     _check_fields("query parameter", req.args.items(multi=True), rules, strict=strict)
     if req.method == "POST":
         try:
