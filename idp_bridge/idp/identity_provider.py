@@ -14,6 +14,7 @@ from typing import Any
 
 from idp_bridge.config import Config
 from idp_bridge.errors import ReplayError, RequestError, StatusResponseError
+from idp_bridge.huawei.attribute_rules import AttributeRules
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
@@ -96,6 +97,9 @@ class IdentityProvider:
         self.store = store
         self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
+        h = config.huawei
+        self.attribute_rules = AttributeRules(email_max_chars=h.email_max_chars, mobile_pattern=h.mobile_pattern,
+                                              enabled=h.check_attributes)
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata(self) -> Metadata:
@@ -186,6 +190,7 @@ class IdentityProvider:
         self.check_pending_age(pending, now=now)
         sp = self.sps.get(pending.sp_name)
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
+        self.attribute_rules.check_release(customer.user_id, attributes)  # nothing Huawei would refuse is signed
         xml = build_response(
             issuer=self.config.entity_id,
             destination=pending.acs_url,
