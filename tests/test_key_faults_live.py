@@ -113,6 +113,7 @@ class Load:
         request_id = f"_fault-{worker}-{n}"
         query = self.env.redirect_query(self.env.authn_request(request_id=request_id))
         page = self._get(http, self.base + "/saml/sso?" + query)
+        posted_status = None
         if "/login" in page.url:
             login = page.text
             token = re.search(r'name="csrf_token" value="([^"]+)"', login)
@@ -121,6 +122,7 @@ class Load:
             posted = http.post(self.base + "/login", data={"user_id": "cust-1001", "password": PASSWORD,
                                                            "csrf_token": token.group(1)},
                                allow_redirects=False, timeout=TIMEOUT)
+            posted_status = posted.status_code
             if posted.status_code >= 500:
                 with self.lock:
                     self.five_xx[self.phase] += 1
@@ -129,7 +131,9 @@ class Load:
             return f"HTTP {page.status_code}"
         form = extract_form(page.text)
         if "SAMLResponse" not in form:
-            return "no SAMLResponse"
+            title = re.search(r"<title>(.*?)</title>", page.text, re.S)
+            return (f"no SAMLResponse: HTTP {page.status_code} {page.url}, sign-in POST {posted_status} "
+                    f"({title.group(1).strip() if title else page.text[:200]!r})")
         report = check_response(decode_response(form["SAMLResponse"]), idp=self.idp, sp_entity_id=SP_ENTITY_ID,
                                 acs_url=SP_ACS, expected_request_ids=[request_id], now=dt.datetime.now(dt.UTC))
         return None if report.ok else "; ".join(f"{c.name}: {c.actual}" for c in report.failed)[:300]
