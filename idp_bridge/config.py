@@ -142,6 +142,19 @@ class DebugSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """``[limits]``: sign-in throttling (local ``/login`` and the console), counted in the shared database."""
+
+    #: Failed sign-ins allowed per user ID (and for the console's one operator) per window.
+    login_account_attempts: int = 5
+    #: Failed sign-ins allowed per client address (IPv6: per /64) per window.
+    login_address_attempts: int = 20
+    login_window_seconds: int = 900
+    #: How long a key stays locked once it went over its limit (answered 429 with Retry-After).
+    login_lockout_seconds: int = 900
+
+
+@dataclass(frozen=True)
 class Config:
     base_url: str
     entity_id: str
@@ -159,6 +172,7 @@ class Config:
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     debug: DebugSettings = field(default_factory=lambda: DebugSettings())
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def sso_url(self) -> str:
@@ -256,7 +270,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
-    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug"}
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug",
+                            "limits"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -363,7 +378,22 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         platform=_parse_platform(_get(raw, "platform", "", dict, {}), base_dir, env),
         keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
         debug=_parse_debug(_get(raw, "debug", "", dict, {}), env),
+        limits=_parse_limits(_get(raw, "limits", "", dict, {})),
     )
+
+
+def _parse_limits(raw: Mapping[str, Any]) -> LimitSettings:
+    """``[limits]``: whole numbers from 1 to 1,000,000."""
+    fields = LimitSettings.__dataclass_fields__
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"limits: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(fields)}",
+                          code="config_unknown_key")
+    values = {name: _get(raw, name, "limits.", int, getattr(LimitSettings(), name)) for name in fields}
+    for name, value in values.items():
+        if not 1 <= value <= 1_000_000:
+            raise ConfigError(f"limits.{name}: {value!r} must be between 1 and 1000000", code="config_range")
+    return LimitSettings(**values)
 
 
 DEBUG_PASSWORD_MIN = 16

@@ -138,7 +138,7 @@ def users_add(ctx: click.Context, user_id: str, email: str | None, name: str | N
     password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         raise click.ClickException("the password (read from stdin) must have at least 8 characters")
-    _bridge(ctx).store.add_user(user_id, password, email=email, name=name, mobile=mobile)
+    _bridge(ctx).store.users.add(user_id, password, email=email, name=name, mobile=mobile)
     click.echo(f"added user {user_id!r}")
 
 

@@ -96,7 +96,7 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
 def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_port: int = 8001,
                  database_url: str | None = None, platform_port: int = 8002) -> DemoSetup:
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="idp-bridge-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # config, keys, database: owner only
     config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url,
                                platform_port=platform_port)
     if not scan_key_dir(config.key_dir):  # a reused --dir keeps its key ring
@@ -104,8 +104,8 @@ def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_por
     store = Store.from_url(config.database_url)
     store.upgrade()
     for user in DEMO_USERS:
-        if store.get_user(user.user_id) is None:
-            store.add_user(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
+        if store.users.get(user.user_id) is None:
+            store.users.add(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
     return DemoSetup(workdir, config, config.base_url, f"http://127.0.0.1:{simulator_port}",
                      platform_url=f"http://127.0.0.1:{platform_port}")
 

@@ -30,7 +30,7 @@ SIMULATOR_X_ACCOUNT_TYPE = "debug-console-simulator"
 
 
 def customer_for(bridge: IdentityProvider, user_id: str) -> Customer:
-    user = bridge.store.get_user(user_id)
+    user = bridge.store.users.get(user_id)
     if user is None:
         raise BridgeError(f"no local user {user_id!r} (add one with `idp-bridge users add`)", code="user_unknown")
     return Customer(user_id=user.user_id, email=user.email, name=user.name, mobile=user.mobile)

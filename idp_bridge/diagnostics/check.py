@@ -179,7 +179,7 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
     states: Mapping[str, str] = {}
     if store is not None:
         try:
-            states = store.key_states()
+            states = store.keyring.states()
         except Exception as exc:  # noqa: BLE001
             report.add(g, "key states", False, f"cannot read key states: {exc}", "run `idp-bridge db upgrade`")
     if states:

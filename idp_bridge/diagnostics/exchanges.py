@@ -50,13 +50,13 @@ class ExchangeLog:
         self._size = size
 
     def add(self, exchange: Exchange) -> None:
-        self._store.record_exchange(at=exchange.at, kind=exchange.kind, path=exchange.path, status=exchange.status,
+        self._store.exchanges.record(at=exchange.at, kind=exchange.kind, path=exchange.path, status=exchange.status,
                                     correlation_id=exchange.correlation_id, summary=dict(exchange.summary),
                                     attributes=dict(exchange.attributes), decoded=exchange.decoded,
                                     error=exchange.error, keep=self._size)
 
     def recent(self) -> list[Exchange]:
-        return [Exchange(**row) for row in self._store.recent_exchanges(limit=self._size)]
+        return [Exchange(**row) for row in self._store.exchanges.recent(limit=self._size)]
 
 
 def redacted_xml(xml: bytes) -> str:

@@ -126,7 +126,7 @@ class TrustTest:
         cid = res.headers.get("X-Correlation-Id") or ""
         if self.bridge is not None and cid:
             try:
-                for ev in self.bridge.store.recent_events(200):
+                for ev in self.bridge.store.audit.recent(200):
                     if ev.correlation_id == cid and ev.outcome != "ok":
                         reason = (ev.detail or {}).get("reason") or ""
                         return ev.reason_code, f"[{ev.reason_code}] {reason} (correlation id {cid})"

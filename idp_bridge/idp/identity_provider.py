@@ -76,7 +76,7 @@ class IdentityProvider:
                  sps: ServiceProviderRegistry | None = None) -> None:
         self.config = config
         self.store = store
-        self.keys = keys or KeyRingProvider(config, states=store.key_states)
+        self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class IdentityProvider:
         skew = dt.timedelta(seconds=self.config.saml.clock_skew_seconds)
         accepted = check_authn_request(request, sp=sp.metadata, sso_urls=[self.config.sso_url], now=now, skew=skew)
         expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
-        if not self.store.claim_once("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
+        if not self.store.replay.claim("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
             raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
                               "each request is accepted once", code="request_replayed")
         return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
@@ -173,5 +173,5 @@ class IdentityProvider:
         """
         if customer.bound:
             return False
-        binding = self.store.get_binding(customer.user_id)
+        binding = self.store.bindings.get(customer.user_id)
         return binding is None or not binding.bound

@@ -130,19 +130,19 @@ class Rotation:
 
     # -- reading ------------------------------------------------------------------------------
     def records(self) -> dict[str, KeyStateRecord]:
-        return self.store.key_records()
+        return self.store.keyring.records()
 
     def bootstrap(self, now: dt.datetime | None = None) -> None:
         """Record the single key of a fresh install as active (the bootstrap rule, made explicit).
         Every ``keys`` command runs this first, so what it reads and says matches what signs."""
-        if self.store.key_states():
+        if self.store.keyring.states():
             return
         ids = [key_path.stem for key_path, _ in scan_key_dir(self.config.key_dir)]
         if self.config.keys.pkcs11:
             ids += [s.key_id for s in self.bridge.keys.hsm_signers()]
         if len(ids) == 1:
             try:
-                self.store.register_key(ids[0], state="active", now=now or utcnow())
+                self.store.keyring.register(ids[0], state="active", now=now or utcnow())
             except KeyError_ as exc:
                 if exc.code not in ("key_exists", "key_active_exists"):  # another command recorded it first
                     raise
@@ -203,11 +203,11 @@ class Rotation:
             return ActivationCheck(key_id, "unknown", None, lead, blockers=[f"key {key_id} is not in the key ring"])
         sps = self.config.service_providers
         evidence: dict[str, list[Evidence]] = {sp.name: [] for sp in sps}
-        for pub in self.store.key_publications(key_id):
+        for pub in self.store.keyring.publications(key_id):
             if pub.sp in evidence:
                 evidence[pub.sp].append(Evidence(pub.sp, "confirmed", pub.at, pub.note or "confirm-published"))
         ignored: list[FetchJudgement] = []
-        for fetch in self.store.fetches_with_key(key_id, since=record.published_at):
+        for fetch in self.store.keyring.fetches_with_key(key_id, since=record.published_at):
             judged = judge_fetch(fetch, sps)
             if judged.counted_for is None:
                 ignored.append(judged)
@@ -245,7 +245,7 @@ class Rotation:
         kid, key_path, cert_path = generate_key(self.config.key_dir, common_name=self.config.entity_id,
                                                 algorithm=algorithm, days=days, passphrase=self.config.key_passphrase)
         try:
-            self.store.register_key(kid, state="next", now=now)
+            self.store.keyring.register(kid, state="next", now=now)
         except KeyError_:  # e.g. another command filled the ring meanwhile: leave no stray key behind
             cert_path.unlink(missing_ok=True)
             key_path.unlink(missing_ok=True)
@@ -285,7 +285,7 @@ class Rotation:
         _, key_path, cert_path = write_pair(self.config.key_dir, private_key, cert,
                                             passphrase=self.config.key_passphrase)
         try:
-            self.store.register_key(kid, state="next", now=now)
+            self.store.keyring.register(kid, state="next", now=now)
         except KeyError_:
             cert_path.unlink(missing_ok=True)
             key_path.unlink(missing_ok=True)
@@ -302,7 +302,7 @@ class Rotation:
         if record is None or record.state == "retired":
             raise KeyError_(f"key {key_id} is {record.state if record else 'not in the key ring'}; only a "
                             "published key can be confirmed", code="key_unknown")
-        self.store.confirm_published(key_id, sp, now=now, note=note)
+        self.store.keyring.confirm_published(key_id, sp, now=now, note=note)
         audit(self.store, "key", "ok", reason_code="key_confirm_published", sp=sp,
               detail={"key_id": key_id, "note": note}, now=now)
 
@@ -333,7 +333,7 @@ class Rotation:
                             f"({self.config.metadata_file}) in {PARTNER_CENTER}, record it with `idp-bridge keys "
                             f"confirm-published {key_id} --sp NAME`, or pass --force --reason TEXT",
                             code="key_no_evidence")
-        demoted = self.store.set_key_state(key_id, "active", now=now)
+        demoted = self.store.keyring.set_state(key_id, "active", now=now)
         audit(self.store, "key", "ok", reason_code="key_activate_forced" if check.blockers else "key_activate",
               detail={"key_id": key_id, "demoted": demoted, "reason": reason, "blockers": check.blockers or None},
               now=now)
@@ -354,7 +354,7 @@ class Rotation:
                             f"; keep it published for the grace period of {int(grace.total_seconds())} s (until "
                             f"{(record.changed_at + grace):%Y-%m-%dT%H:%M:%SZ}) so Responses already signed with "
                             "it still verify, or pass --force --reason TEXT", code="key_grace")
-        self.store.set_key_state(key_id, "retired", now=now)
+        self.store.keyring.set_state(key_id, "retired", now=now)
         audit(self.store, "key", "ok", reason_code="key_retire_forced" if force else "key_retire",
               detail={"key_id": key_id, "reason": reason, "was": record.state}, now=now)
         self._after_change()

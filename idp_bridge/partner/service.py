@@ -41,7 +41,7 @@ def accept_handoff(bridge: IdentityProvider, token: str, *, now: dt.datetime | N
     claims = verify_handoff_token(token, keys=handoff_keys(bridge), audience=bridge.config.entity_id, now=now,
                                   max_lifetime=dt.timedelta(seconds=p.handoff_max_lifetime_seconds), leeway=leeway)
     issuer = claims.issuer or "platform"
-    if not bridge.store.claim_once("handoff_jti", f"{issuer}|{claims.jti}"[:512], issuer=issuer,
+    if not bridge.store.replay.claim("handoff_jti", f"{issuer}|{claims.jti}"[:512], issuer=issuer,
                                    expires_at=claims.expires_at + leeway, now=now):
         raise HandoffError(f"hand-off token jti {claims.jti!r} (sub {claims.customer.user_id!r}) was already "
                            "used; each token is accepted once", code="handoff_replayed")
@@ -74,7 +74,7 @@ def accept_bind_notification(bridge: IdentityProvider, form: Mapping[str, str], 
                           code="bind_no_sp", status=500)
     note = verify_bind_notification(form, [c for _, c in certs])
     sp_name = next((name for name, c in certs if fingerprint(c) == fingerprint(note.certificate)), None)
-    changed, key = bridge.store.apply_binding(
+    changed, key = bridge.store.bindings.apply(
         x_user_id=note.x_user_id, bound=note.bound, domain_id=note.domain_id, domain_name=note.domain_name,
         bind_action=note.bind_action, payload=note.payload, source=f"huawei:{note.signed_octets}",
         now=now or utcnow(), notify=bridge.config.platform.webhook_url is not None)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 
+from idp_bridge.store import throttle
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow
 from idp_bridge.store.timeutil import require_aware
@@ -25,4 +26,5 @@ def purge_expired(
                 OutboxRow.delivered_at.is_not(None), OutboxRow.delivered_at <= now - outbox_retention
             )
         ).rowcount
-    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox}
+        login_throttle = throttle.purge(conn, now)
+    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox, "login_throttle": login_throttle}

@@ -184,4 +184,17 @@ class DebugExchangeRow(Base):
     error: Mapped[str] = mapped_column(Text)
 
 
+
+class LoginThrottleRow(Base):
+    """Sign-in attempts counted per account or client address, shared by every worker and node."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 metadata = Base.metadata

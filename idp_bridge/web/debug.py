@@ -1,6 +1,7 @@
 """The operator debug console at ``/_bridge/`` — off unless ``[debug] enabled = true``.
 
-- its own sign-in: the operator password from ``IDP_BRIDGE_DEBUG_PASSWORD`` (compared in constant time);
+- its own sign-in: the operator password from ``IDP_BRIDGE_DEBUG_PASSWORD`` (compared in constant time),
+  throttled per client address and for the one operator account (``login_guard``: 429 + Retry-After);
 - every POST carries the session's CSRF token;
 - recent SAML exchanges decoded (attributes shown, signatures and certificates redacted), with the
   reason of every rejection from the audit trail;
@@ -35,6 +36,7 @@ from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.errors import BridgeError
 from idp_bridge.web.auth import bridge
+from idp_bridge.web.login_guard import begin_attempt
 from idp_bridge.web.security import check_csrf, correlation_id
 from idp_bridge.web.sessions import rotate_session
 
@@ -122,7 +124,12 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         check_csrf()
+        attempt = begin_attempt("console", "operator")
+        if not attempt.allowed:
+            error = f"Too many sign-in attempts. Try again in {-(-attempt.retry_after // 60)} minute(s)."
+            return _render("debug_login.html", error=error), 429, {"Retry-After": str(attempt.retry_after)}
         if _password_ok(request.form.get("password", "")[:1024]):
+            attempt.succeeded()
             keep = {k: session[k] for k in ("customer", "user_id", "authn_instant", "session_index", "login_method")
                     if k in session}
             session.clear()
@@ -131,7 +138,6 @@ def login() -> Any:
             session["debug_operator"] = True
             audit(bridge().store, "debug_login", "ok", correlation_id=correlation_id())
             return redirect(url_for("debug.index"))
-        time.sleep(0.5)  # slow down guessing
         audit(bridge().store, "debug_login", "refused", reason_code="debug_password", correlation_id=correlation_id())
         error = "Wrong operator password."
         return _render("debug_login.html", error=error), 401
@@ -199,7 +205,7 @@ def _sp_rows() -> list[dict[str, str]]:
 
 def _rejections() -> list[Any]:
     try:
-        return [e for e in bridge().store.recent_events(100) if e.outcome != "ok"]
+        return [e for e in bridge().store.audit.recent(100) if e.outcome != "ok"]
     except Exception:  # noqa: BLE001 - the page still shows the rest
         return []
 

@@ -26,7 +26,7 @@ def metadata() -> Response:
     # rotation.judge_fetch decides, and `keys status` says which fetches counted and why others did not.
     sp_name = request.args.get("sp")
     sp = sp_name if sp_name in {s.name for s in b.config.service_providers} else None
-    b.store.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
+    b.store.keyring.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
                                   etag=meta.etag, key_ids=list(meta.key_ids), now=utcnow(), sp=sp)
     resp = make_response(meta.xml)
     resp.content_type = "application/samlmetadata+xml; charset=utf-8"
