@@ -141,9 +141,7 @@ def create_session(store: Store, i: int) -> str:
             "session_index": "_" + secrets.token_hex(16), "login_method": "local",
             "csrf": secrets.token_urlsafe(32)}
     kwargs: dict[str, Any] = {"user_id": customer["user_id"], "now": now, "ttl": dt.timedelta(hours=8)}
-    repo = getattr(store, "sessions", None)
-    token: str = repo.create(data, **kwargs) if repo is not None else store.create_session(data, **kwargs)
-    return token
+    return store.sessions.create(data, **kwargs)
 
 
 def fill(db_url: str, rows: int) -> None:

@@ -155,6 +155,18 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: days a row is kept before housekeeping deletes it (expired sessions and replay IDs go
+    as soon as they expire)."""
+
+    audit_days: int = 180
+    #: Rotation evidence: keep it longer than any key stays ``next``.
+    metadata_fetch_days: int = 400
+    #: Delivered webhooks.
+    outbox_days: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     base_url: str
     entity_id: str
@@ -173,6 +185,7 @@ class Config:
     keys: KeySettings = field(default_factory=KeySettings)
     debug: DebugSettings = field(default_factory=lambda: DebugSettings())
     limits: LimitSettings = field(default_factory=LimitSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def sso_url(self) -> str:
@@ -271,7 +284,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
     unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug",
-                            "limits"}
+                            "limits", "retention"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -379,7 +392,22 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
         debug=_parse_debug(_get(raw, "debug", "", dict, {}), env),
         limits=_parse_limits(_get(raw, "limits", "", dict, {})),
+        retention=_parse_retention(_get(raw, "retention", "", dict, {})),
     )
+
+
+def _parse_retention(raw: Mapping[str, Any]) -> RetentionSettings:
+    """``[retention]``: whole days from 1 to 36,500."""
+    fields = RetentionSettings.__dataclass_fields__
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"retention: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(fields)}",
+                          code="config_unknown_key")
+    values = {name: _get(raw, name, "retention.", int, getattr(RetentionSettings(), name)) for name in fields}
+    for name, value in values.items():
+        if not 1 <= value <= 36_500:
+            raise ConfigError(f"retention.{name}: {value!r} must be between 1 and 36500 days", code="config_range")
+    return RetentionSettings(**values)
 
 
 def _parse_limits(raw: Mapping[str, Any]) -> LimitSettings:

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
 
 from idp_bridge.config import Config
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
+from idp_bridge.idp.metadata_fetches import FetchRecorder
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
+from idp_bridge.keys.files import KeyEntry, KeyRing
 from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
 from idp_bridge.saml.errors import ReplayError
@@ -71,6 +78,16 @@ class Metadata:
     key_ids: tuple[str, ...]
 
 
+#: Request IDs this process has claimed (or seen refused) recently: a replay that comes back to the
+#: same worker is refused before anything is signed. The database claim stays the rule across workers.
+RECENT_CLAIMS = 8192
+
+
+def _replayed(request_id: str, issuer: str) -> ReplayError:
+    return ReplayError(f"AuthnRequest ID {request_id!r} from {issuer!r} was already used; "
+                       "each request is accepted once", code="request_replayed")
+
+
 class IdentityProvider:
     def __init__(self, config: Config, store: Store, *, keys: KeyRingProvider | None = None,
                  sps: ServiceProviderRegistry | None = None) -> None:
@@ -78,11 +95,32 @@ class IdentityProvider:
         self.store = store
         self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
+        self.fetches = FetchRecorder(store, config.service_providers)
+        self._metadata: tuple[KeyRing, tuple[tuple[str, bytes], ...], Metadata] | None = None
+        self._recent_claims: OrderedDict[str, None] = OrderedDict()
+        self._claims_lock = threading.Lock()
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata(self) -> Metadata:
-        """Our IdP metadata: deterministic for a given key set (byte-identical re-exports)."""
-        published = self.keys.ring().published
+        """Our IdP metadata: deterministic for a given key set (byte-identical re-exports).
+
+        Built once per key set and kept: the ring object is compared first (free), then, after a
+        reload, the published key IDs and certificates; only a different set rebuilds the XML.
+        """
+        ring = self.keys.ring()
+        cached = self._metadata
+        if cached is not None and cached[0] is ring:
+            return cached[2]
+        published = ring.published
+        key = tuple((e.key_id, e.certificate.fingerprint(hashes.SHA256())) for e in published)
+        if cached is not None and cached[1] == key:
+            self._metadata = (ring, key, cached[2])
+            return cached[2]
+        meta = self._build_metadata(published)
+        self._metadata = (ring, key, meta)
+        return meta
+
+    def _build_metadata(self, published: Sequence[KeyEntry]) -> Metadata:
         certs = [e.certificate for e in published]
         valid_until = min(c.not_valid_after_utc for c in certs)
         xml = build_idp_metadata(
@@ -107,9 +145,35 @@ class IdentityProvider:
         tmp.replace(path)
         return True, meta
 
+    def record_metadata_fetch(self, *, remote_addr: str | None, user_agent: str | None, meta: Metadata,
+                              sp: str | None, now: dt.datetime) -> bool:
+        """Keep the fetch as rotation evidence when it is news (see ``idp.metadata_fetches``)."""
+        return self.fetches.record(remote_addr=remote_addr, user_agent=user_agent, etag=meta.etag,
+                                   key_ids=meta.key_ids, sp=sp, now=now)
+
     # -- SSO ----------------------------------------------------------------------------------
     def accept_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
         """Decode, verify and check an HTTP-Redirect AuthnRequest, and claim its ID once."""
+        now = now or utcnow()
+        pending = self.check_redirect_request(raw_query, now=now)
+        self.claim_request(pending, now=now)
+        return pending
+
+    def claim_request(self, pending: PendingLogin, *, now: dt.datetime) -> None:
+        """Claim the request's ID in the database (ReplayError if it was used). Call it inside the request's
+        ``store.transaction()`` so the claim commits with the audit row and the session."""
+        skew = dt.timedelta(seconds=self.config.saml.clock_skew_seconds)
+        expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
+        with self._claims_lock:
+            self._recent_claims[pending.request_id] = None
+            while len(self._recent_claims) > RECENT_CLAIMS:
+                self._recent_claims.popitem(last=False)
+        if not self.store.replay.claim("authn_request", pending.request_id, issuer=pending.sp_entity_id,
+                                       expires_at=expires, now=now):
+            raise _replayed(pending.request_id, pending.sp_entity_id)
+
+    def check_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
+        """Decode, verify and check an HTTP-Redirect AuthnRequest; its ID is not claimed yet (``claim_request``)."""
         now = now or utcnow()
         msg = decode_redirect(raw_query)
         request = parse_authn_request(msg.xml)
@@ -118,10 +182,8 @@ class IdentityProvider:
                                   required=sp.metadata.authn_requests_signed)
         skew = dt.timedelta(seconds=self.config.saml.clock_skew_seconds)
         accepted = check_authn_request(request, sp=sp.metadata, sso_urls=[self.config.sso_url], now=now, skew=skew)
-        expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
-        if not self.store.replay.claim("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
-            raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
-                              "each request is accepted once", code="request_replayed")
+        if request.id in self._recent_claims:
+            raise _replayed(request.id, request.issuer)
         return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
                             now.isoformat(), force_authn=request.force_authn, is_passive=request.is_passive)
 
