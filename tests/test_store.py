@@ -19,13 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
 from sqlalchemy import inspect, select, text
 
-from idp_bridge.saml.errors import ConfigError
-from idp_bridge.store import (
-    Store,
-    StoreUnavailableError,
-    UnknownUserError,
-    UserExistsError,
-)
+from idp_bridge.errors import ConfigError, StoreUnavailableError, UnknownUserError, UserExistsError
+from idp_bridge.store import Store
 from idp_bridge.store.engine import parse_url
 from idp_bridge.store.migrate import alembic_config, head_revision
 from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow, UserRow, metadata
@@ -43,6 +38,8 @@ ALL_TABLES = {
     "metadata_fetches",
     "key_states",
     "login_throttle",
+    "binding_jumps",
+    "binding_notices",
 }
 
 
@@ -453,9 +450,9 @@ def test_purge_expired(store: Store) -> None:
             )
 
     assert store.purge_expired(NOW) == {"replay_ids": 1, "sessions": 1, "outbox": 1, "login_throttle": 0,
-                                        "audit_events": 0, "metadata_fetches": 0}
+                                        "binding_jumps": 0, "audit_events": 0, "metadata_fetches": 0}
     assert store.purge_expired(NOW) == {"replay_ids": 0, "sessions": 0, "outbox": 0, "login_throttle": 0,
-                                        "audit_events": 0, "metadata_fetches": 0}
+                                        "binding_jumps": 0, "audit_events": 0, "metadata_fetches": 0}
     assert _claim(store, "_live") is False
     assert store.sessions.load(live_session, now=NOW) is not None
     assert store.sessions.load(old_session, now=NOW - 10 * MINUTE) is None

@@ -1,4 +1,4 @@
-"""Setting up and running the bridge: init, sp, users, metadata, db, serve, demo."""
+"""Setting up and running the bridge: init, sp, users, metadata, db, serve (``demo`` is in devtools/cli.py)."""
 
 from __future__ import annotations
 
@@ -135,10 +135,12 @@ def users() -> None:
 @click.pass_context
 def users_add(ctx: click.Context, user_id: str, email: str | None, name: str | None, mobile: str | None) -> None:
     """Add a user; the password is read from standard input (one line)."""
+    bridge = _bridge(ctx)
+    bridge.attribute_rules.check_customer(email=email, mobile=mobile, where=f"users add {user_id}")
     password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         raise click.ClickException("the password (read from stdin) must have at least 8 characters")
-    _bridge(ctx).store.users.add(user_id, password, email=email, name=name, mobile=mobile)
+    bridge.store.users.add(user_id, password, email=email, name=name, mobile=mobile)
     click.echo(f"added user {user_id!r}")
 
 
@@ -203,7 +205,7 @@ def db_purge(ctx: click.Context) -> None:
     click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
-# -- serve / demo -----------------------------------------------------------------------------------
+# -- serve -----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -217,18 +219,3 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     app = create_app(bridge=_bridge(ctx))
     click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
     run_simple(host, port, app, threaded=True)
-
-
-@main.command()
-@click.option("--port", default=8000, show_default=True, type=int, help="Port of the bridge.")
-@click.option("--simulator-port", default=8001, show_default=True, type=int, help="Port of the Huawei IAM simulator.")
-@click.option("--platform-port", default=8002, show_default=True, type=int, help="Port of the demo partner platform.")
-@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
-              help="Scratch folder (default: a new temporary folder).")
-@click.option("--no-browser-hint", is_flag=True, hidden=True)
-def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None, no_browser_hint: bool) -> None:
-    """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
-    from idp_bridge.devtools.demo import run_demo
-
-    run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
-             workdir=Path(workdir) if workdir else None)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from idp_bridge.store import migrate, purge
 from idp_bridge.store.audit import AuditRepository
+from idp_bridge.store.bind_guard import BindGuardRepository
 from idp_bridge.store.bindings import BindingRepository
 from idp_bridge.store.db import Database
 from idp_bridge.store.engine import create_store_engine
@@ -47,6 +48,7 @@ class Store:
         self.keyring = KeyRingRepository(self._db)
         self.exchanges = ExchangeRepository(self._db)
         self.bindings = BindingRepository(self._db)
+        self.bind_guard = BindGuardRepository(self._db)
         self.outbox = OutboxRepository(self._db)
 
     @classmethod

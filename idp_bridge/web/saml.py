@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
-from idp_bridge.idp.identity_provider import PendingLogin, PostForm, utcnow
+from idp_bridge.errors import RequestError
+from idp_bridge.idp.identity_provider import AnsweredRefusal, PendingLogin, PostForm, utcnow
 from idp_bridge.ops.audit import audit
-from idp_bridge.saml.errors import RequestError
 from idp_bridge.web.auth import bridge, current_customer, require_login_redirect
 from idp_bridge.web.security import correlation_id, csp_nonce
 from idp_bridge.web.sessions import persist_session
@@ -46,7 +46,14 @@ def sso() -> Response:
         raise RequestError("the query string has non-ASCII bytes; a Redirect-binding message is "
                            "percent-encoded ASCII", code="query_not_ascii") from None
     now = utcnow()
-    pending = bridge().check_redirect_request(raw_query, now=now)
+    b = bridge()
+    try:
+        pending = b.check_redirect_request(raw_query, now=now)
+    except AnsweredRefusal as refused:  # trusted request we cannot serve (NameIDPolicy): tell the SP, signed
+        audit(b.store, "login", "refused", reason_code=refused.code, correlation_id=correlation_id(),
+              sp=refused.pending.sp_name, detail={"request_id": refused.pending.request_id,
+                                                  "reason": refused.operator})
+        return post_form_page(refused.form)
     session["pending"] = pending.to_dict()
     return _answer(pending, claim_at=now)
 
@@ -57,7 +64,7 @@ def sso_continue() -> Response:
     if not data:
         raise RequestError("no pending sign-in request in this session (it was completed, expired, or the "
                            "session changed)", code="no_pending_request")
-    return _answer(PendingLogin.from_dict(data), claim_at=None)
+    return _answer(bridge().pending_login(data), claim_at=None)  # too old: refused (the handler drops it)
 
 
 def _answer(pending: PendingLogin, *, claim_at: dt.datetime | None) -> Response:
