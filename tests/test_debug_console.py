@@ -100,7 +100,9 @@ def test_operator_sign_in_password_and_csrf(app: Flask, env: Env) -> None:
     assert client.get("/_bridge/").status_code == 302
     operator_login(client)
     page = client.get("/_bridge/")
-    assert page.status_code == 200 and "Trust overview" in page.get_data(as_text=True)
+    assert page.status_code == 200 and "SAML exchanges" in page.get_data(as_text=True)
+    assert "Trust overview" in client.get("/_bridge/trust").get_data(as_text=True)
+    assert app.test_client().get("/_bridge/trust").status_code == 302
     assert client.post("/_bridge/test-login", data={"user_id": "cust-1001"}).status_code == 400  # CSRF
     # a customer session is not an operator session
     other = app.test_client()
@@ -128,9 +130,10 @@ def test_overview_shows_decoded_exchanges_redacted_with_rejection_reasons(app: F
     assert "[redacted]" in page
     assert signature_value.group(1)[:40] not in page  # signatures never shown
     assert "refused HTTP 400" in page and "request_replayed" in page  # the reason, from the audit trail
+    trust = client.get("/_bridge/trust").get_data(as_text=True)
     ring = app.extensions["idp_bridge"].keys.ring()
-    assert ring.active.key_id in page and "active" in page
-    assert "https://auth.huaweicloud.com/" in page and "loaded" in page  # SP with metadata freshness
+    assert ring.active.key_id in trust and "active" in trust
+    assert "https://auth.huaweicloud.com/" in trust and "loaded" in trust  # SP with metadata freshness
 
 
 def test_attribute_preview_is_the_unsigned_assertion(app: Flask) -> None:
@@ -230,7 +233,7 @@ def test_metadata_download_and_fingerprints(app: Flask) -> None:
     assert resp.status_code == 200 and resp.headers["Content-Disposition"] == 'attachment; filename="IDP Metadata.xml"'
     assert resp.data == app.extensions["idp_bridge"].metadata().xml
     assert len(store.keyring.metadata_fetches()) == before  # an operator's download is no evidence of Huawei's
-    page = client.get("/_bridge/").get_data(as_text=True)
+    page = client.get("/_bridge/trust").get_data(as_text=True)
     active = app.extensions["idp_bridge"].keys.ring().active
     assert f'data-copy="{active.fingerprint}"' in page
     assert app.test_client().get("/_bridge/metadata.xml").status_code == 302  # operators only
@@ -244,16 +247,16 @@ def test_sp_metadata_refresh(app: Flask, env: Env) -> None:
     b = app.extensions["idp_bridge"]
     loaded_before = b.sps.get("huawei-cn").loaded_at
     resp = client.post("/_bridge/sp/huawei-cn/refresh", data={"csrf_token": token})
-    assert resp.status_code == 302 and resp.headers["Location"].endswith("/_bridge/#sps")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/_bridge/trust#sps-section")
     assert b.sps.get("huawei-cn").loaded_at > loaded_before
-    page = client.get("/_bridge/").get_data(as_text=True)
+    page = client.get("/_bridge/trust").get_data(as_text=True)
     assert 'id="notice"' in page and "Metadata of huawei-cn reloaded" in page
-    assert 'id="notice"' not in client.get("/_bridge/").get_data(as_text=True)  # shown once
+    assert 'id="notice"' not in client.get("/_bridge/trust").get_data(as_text=True)  # shown once
     # a broken file: the operator is told, the previous copy stays in use
     meta = Path(env.config.sp("huawei-cn").metadata)
     meta.write_text("<not-metadata/>")
     client.post("/_bridge/sp/huawei-cn/refresh", data={"csrf_token": token})
-    page = client.get("/_bridge/").get_data(as_text=True)
+    page = client.get("/_bridge/trust").get_data(as_text=True)
     assert "could not be reloaded; the previous copy stays in use" in page
     assert b.sps.get("huawei-cn").loaded_at > loaded_before  # still the good copy, usable
     events = [e for e in b.store.audit.recent(10) if e.event == "debug_sp_refresh"]

@@ -262,8 +262,10 @@ def test_long_signed_request_id_refused_and_ordinary_one_accepted(app: Flask, en
     assert "SAMLResponse" in extract_form(client.get("/saml/continue").get_data(as_text=True))
 
 
-def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask) -> None:
+def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask, env: Env) -> None:
     client = app.test_client()
+    # an honest bind follows the bridge's first-login jump (isFirstLogin=true) for that customer
+    assert app.test_client().get("/go", query_string={"token": mint(env, "c-1")}).status_code == 302
     deep = '{"xUserId":"c-1","domainId":"d1","bindAction":0,"x":' + "[" * 5000 + "]" * 5000 + "}"
     assert client.post("/huawei/bind", data=_huawei_signed(_b64(deep))).status_code == 400
     dirty = '{"xUserId":"c-1\\u0000","domainId":"d1","bindAction":0}'

@@ -84,7 +84,6 @@ _BY_CODE: dict[str, str] = {
     "sp_unknown": "site-unknown", "sp_none_configured": "site-unknown", "unknown_issuer": "site-unknown",
     "service_not_allowed": "page-not-allowed", "service_too_long": "page-not-allowed",
     "csrf_failed": "session-expired", "session_expired": "session-expired",
-    "handoff_switch_expired": "session-expired", "handoff_switch_unknown": "session-expired",
     "bind_malformed": "binding-failed", "bind_missing_field": "binding-failed", "bind_too_large": "binding-failed",
     "bind_signature": "binding-failed",
     "input_jwt": "handoff-invalid",  # web/validation.py: the token is not a bounded, readable JWT
