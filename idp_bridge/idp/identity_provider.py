@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from idp_bridge.idp.metadata_fetches import FetchRecorder
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.files import KeyEntry, KeyRing
 from idp_bridge.keys.provider import KeyRingProvider
+from idp_bridge.ops.metrics import SIGNING_SECONDS
 from idp_bridge.saml.bindings import decode_redirect, encode_post
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
 from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
@@ -252,6 +254,7 @@ class IdentityProvider:
         sp = self.sps.get(pending.sp_name)
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
         self.attribute_rules.check_release(customer.user_id, attributes)  # nothing Huawei would refuse is signed
+        started = time.perf_counter()
         xml = build_response(
             issuer=self.config.entity_id,
             destination=pending.acs_url,
@@ -271,6 +274,7 @@ class IdentityProvider:
             sign_response=sp.config.sign_response,
             sp_name_qualifier=pending.sp_entity_id,
         )
+        SIGNING_SECONDS.observe(time.perf_counter() - started)
         return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
 
     def issue_no_passive(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> PostForm:

@@ -19,6 +19,7 @@ import threading
 import weakref
 from typing import Any
 
+from idp_bridge.ops.metrics import count_event
 from idp_bridge.store import Store
 from idp_bridge.store.audit import scrub_detail
 
@@ -71,6 +72,7 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
     if detail:
         line["detail"] = detail
     log.info(json.dumps(line, ensure_ascii=False, default=str))
+    count_event(event, outcome, reason_code, sp)
     if store is not None:
         try:
             if outcome != "ok":
