@@ -142,6 +142,7 @@ class IdentityProvider:
         :class:`AnsweredRefusal` carrying the signed ``InvalidNameIDPolicy`` Response for its ACS.
         """
         now = now or utcnow()
+        self.keys.ring()  # nothing can sign (HTTP 503): say so before the customer types a password
         msg = decode_redirect(raw_query)
         request = parse_authn_request(msg.xml)
         sp = self.sps.by_entity_id(request.issuer)
