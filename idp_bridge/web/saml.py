@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-from flask import Blueprint, make_response, render_template, request, session
+from flask import Blueprint, g, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
 from idp_bridge.errors import RequestError
@@ -90,7 +90,7 @@ def _answer(pending: PendingLogin, *, claim_at: dt.datetime | None) -> Response:
         form = b.issue_response(pending, customer, authn_instant=dt.datetime.fromisoformat(session["authn_instant"]),
                                 session_index=session["session_index"])
         outcome, reason, who = "ok", None, customer.user_id
-        detail = {"request_id": pending.request_id, "acs": pending.acs_url, "key_id": b.keys.ring().active.key_id}
+        detail = {"request_id": pending.request_id, "acs": pending.acs_url, "key_id": form.key_id}
     with b.store.transaction():
         if claim_at is not None:
             b.claim_request(pending, now=claim_at)
@@ -103,6 +103,7 @@ def _answer(pending: PendingLogin, *, claim_at: dt.datetime | None) -> Response:
 def post_form_page(form: PostForm) -> Response:
     """The auto-submitting form to the ACS: no caching, scripts only by nonce, posts only to the ACS origin."""
     acs = urlsplit(form.action)
+    g.issued_form = form  # what later steps (the console's exchange log) need, without re-reading the page
     resp = make_response(render_template("post_form.html", form=form))
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
