@@ -25,8 +25,8 @@ from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.metadata_fetches import FetchRecorder
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
-from idp_bridge.keys.files import KeyEntry, KeyRing
 from idp_bridge.keys.provider import KeyRingProvider
+from idp_bridge.keys.ring import KeyEntry, KeyRing
 from idp_bridge.ops.metrics import SIGNING_SECONDS
 from idp_bridge.saml.bindings import decode_redirect, encode_post
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
