@@ -287,6 +287,8 @@ class LoginLoad:
                 else:
                     self.failed += 1
                     self.failures.append(error[:300])
+            if error is not None:
+                self.stop.wait(0.2)  # a failing server is retried at a bounded rate
 
     @contextmanager
     def running(self, threads: int) -> Iterator[LoginLoad]:
@@ -314,3 +316,83 @@ def worker_pids(master_pid: int) -> set[int]:
             found |= {int(p) for p in children.read_text().split()}
     return found
 
+
+
+# -- gunicorn masters we signal ----------------------------------------------------------------------
+class Master:
+    """A process group started for these tests (gunicorn via `idp-bridge serve`, maybe handed a listening
+    socket the way systemd's socket unit does), with its output drained into ``log`` as it comes."""
+
+    def __init__(self, args: list[str], *, held_socket: socket.socket | None = None) -> None:
+        pass_fds: tuple[int, ...] = ()
+        if held_socket is not None:  # what systemd does for idp-bridge.socket: fd 3, LISTEN_FDS, LISTEN_PID
+            fd = held_socket.fileno()
+            pass_fds = (fd,)
+            move = f"exec 3<&{fd} {fd}<&-; " if fd != 3 else ""
+            args = ["sh", "-c", move + 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"', "sh", *args]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True, pass_fds=pass_fds)
+        self.pgid = self.proc.pid
+        self.lines: list[str] = []
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.lines.append(raw.decode(errors="replace"))
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, *, count: int = 1, timeout: float = 90.0) -> list[re.Match[str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in (re.search(pattern, line) for line in list(self.lines)) if m]
+            if len(found) >= count:
+                return found
+            time.sleep(0.1)
+        raise TimeoutError(f"{count} x {pattern!r} not in the server log within {timeout} s:\n{self.log[-4000:]}")
+
+    def stop_all(self) -> None:
+        """TERM the whole group (every master and worker started from here), KILL what outlives 15 s."""
+        for sig, wait in ((15, 15.0), (9, 5.0)):
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and group_alive(self.pgid):
+                time.sleep(0.1)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=5)
+        self._drain.join(timeout=5)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not within {timeout} s")

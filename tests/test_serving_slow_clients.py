@@ -46,9 +46,8 @@ def test_negative_control_the_old_sync_command_is_starved(tmp_path: Path, db_url
     base = f"http://127.0.0.1:{port}"
     env = bridge_env(tmp_path / "bridge", db_url, base)
     old = [str(VENV_BIN / "gunicorn"), "-w", "4", "-b", f"127.0.0.1:{port}", "--no-control-socket",
-           "idp_bridge.web:create_app()"]
+           "--graceful-timeout", "2", "idp_bridge.web:create_app()"]
     with ServerProcess(old, env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
         wait_http(base + "/healthz", proc=server.proc)
-        with stalled_clients("127.0.0.1", port, {"partial-headers": 4}):
-            with pytest.raises(requests.Timeout):
-                requests.get(base + "/healthz", timeout=3)
+        with stalled_clients("127.0.0.1", port, {"partial-headers": 4}), pytest.raises(requests.Timeout):
+            requests.get(base + "/healthz", timeout=3)

@@ -37,6 +37,14 @@ limit_request_field_size = 8190
 forwarded_allow_ips = "127.0.0.1,::1"
 accesslog = "-"
 errorlog = "-"
+
+
+def post_worker_init(worker: object) -> None:
+    """One log line per worker once the app is loaded: the upgrade procedure waits for these lines of the new
+    master's workers before stopping the old master (docs/deployment.md)."""
+    log = getattr(worker, "log", None)
+    if log is not None:
+        log.info("idp-bridge worker %s ready (master %s)", os.getpid(), os.getppid())
 # gunicorn's control socket defaults to one fixed path per user ($XDG_RUNTIME_DIR or ~/.gunicorn): two
 # bridges (or a bridge and any other gunicorn) on one host would fight over it. Signals do the same job.
 control_socket_disable = True
