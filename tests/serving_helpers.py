@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from idp_bridge.deploy import deploy_file
@@ -45,7 +45,7 @@ class TestCA:
     @classmethod
     def create(cls) -> TestCA:
         key = rsa.generate_private_key(65537, 2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp-bridge test CA")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"idp-bridge test CA {os.urandom(4).hex()}")])
         now = dt.datetime.now(dt.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
@@ -65,7 +65,7 @@ class TestCA:
     def issue(self, folder: Path, names: list[str], *, not_before: dt.datetime | None = None,
               days: int = 10) -> tuple[Path, Path]:
         """A server certificate for ``names`` (DNS names or IP addresses): (fullchain.pem, privkey.pem)."""
-        key = rsa.generate_private_key(65537, 2048)
+        key = ec.generate_private_key(ec.SECP256R1())  # fast handshakes: the tests open many connections
         start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
         sans: list[x509.GeneralName] = []
         for n in names:
@@ -123,7 +123,10 @@ def run_nginx(root: Path, site_conf: str, *, https_port: int) -> Iterator[Server
     (root / "nginx.conf").write_text(
         f"{user}worker_processes 1;\nerror_log {root / 'error.log'} info;\npid {root / 'nginx.pid'};\n"
         f"events {{ worker_connections 1024; }}\n"
-        f"http {{\n    access_log {root / 'access.log'};\n{temp}\n    include {root / 'site.conf'};\n}}\n")
+        f"http {{\n    access_log {root / 'access.log'};\n{temp}\n"
+        # as in Debian's stock /etc/nginx/nginx.conf: the recipe must hold against it
+        f"    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;\n    ssl_prefer_server_ciphers on;\n"
+        f"    include {root / 'site.conf'};\n}}\n")
     check = subprocess.run([NGINX, "-t", "-e", str(root / "error.log"), "-p", str(root), "-c", str(root / "nginx.conf")],
                            capture_output=True, text=True, timeout=30, check=False)
     assert check.returncode == 0, check.stderr
@@ -177,9 +180,9 @@ STALLS = {
     # connects, sends nothing
     "silent": b"",
     # request line and some headers, never the blank line that ends them
-    "partial-headers": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: stall\r\n",
+    "partial-headers": b"GET /healthz HTTP/1.1\r\nHost: {host}\r\nUser-Agent: stall\r\n",
     # complete headers of a form POST whose body never arrives
-    "stalled-body": (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    "stalled-body": (b"POST /login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                      b"Content-Length: 4096\r\n\r\nuser_id=cust"),
 }
 
@@ -196,7 +199,7 @@ def stalled_clients(host: str, port: int, counts: dict[str, int], *,
                 if tls is not None:
                     s = tls.wrap_socket(s, server_hostname=server_name or host)
                 if STALLS[kind]:
-                    s.sendall(STALLS[kind])
+                    s.sendall(STALLS[kind].replace(b"{host}", (server_name or host).encode()))
                 held.append(s)
         time.sleep(0.5)  # let the server take them in
         yield held

@@ -13,6 +13,7 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -83,8 +84,10 @@ def _legacy(host: str, port: int, timeout: float) -> tuple[bool, str | None]:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     try:
-        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        ctx.minimum_version, ctx.maximum_version = ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():  # offering them is the point: only to see the server refuse
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+            ctx.minimum_version, ctx.maximum_version = ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1
     except (ssl.SSLError, ValueError):
         return False, None  # this OpenSSL cannot offer TLS < 1.2 at all: nothing to learn
     try:
@@ -117,6 +120,13 @@ def probe_tls(host: str, port: int, *, timeout: float = 5.0) -> TlsProbe:
         with _connect(host, port, loose, timeout) as conn:
             der = conn.getpeercert(binary_form=True)
             protocol, cipher = conn.version(), (conn.cipher() or (None,))[0]
+    except ssl.SSLError as exc:  # no TLS 1.2+ handshake at all: maybe an old protocol only
+        tested, legacy = _legacy(host, port, timeout)
+        if legacy is None:
+            raise
+        return TlsProbe(host=host, port=port, protocol=legacy, cipher=None, trusted=False,
+                        verify_error=f"no TLS 1.2+ handshake ({exc.reason or exc})", not_before=None,
+                        not_after=None, legacy_accepted=legacy, legacy_tested=tested)
     cert = x509.load_der_x509_certificate(der) if der else None
     names = _names(cert) if cert is not None else ()
     tested, legacy = _legacy(host, port, timeout)
@@ -147,7 +157,8 @@ def check_public_tls(report: Report, base_url: str, now: dt.datetime, *,
                     "where the public URL answers to see its TLS")
         return
     modern = tls.protocol in MODERN
-    report.add(g, "protocol TLS 1.2+", modern, f"{host}:{port} negotiates {tls.protocol} ({tls.cipher})",
+    report.add(g, "protocol TLS 1.2+", modern, f"{host}:{port} negotiates {tls.protocol}"
+               + (f" ({tls.cipher})" if tls.cipher else ""),
                _FIX_PROXY, expected="TLSv1.2 or TLSv1.3", actual=str(tls.protocol))
     if not tls.legacy_tested:
         report.skip(g, "TLS 1.0/1.1 refused", "this host's OpenSSL cannot offer TLS 1.0/1.1 to test it")
@@ -157,7 +168,8 @@ def check_public_tls(report: Report, base_url: str, now: dt.datetime, *,
                    else f"the server still accepts {tls.legacy_accepted}", _FIX_PROXY,
                    expected="handshake refused", actual=tls.legacy_accepted or "refused")
     if tls.not_after is None or tls.not_before is None:
-        report.add(g, "certificate valid", False, "the server presented no certificate", _FIX_PROXY)
+        for name in ("certificate valid", "certificate hostname"):
+            report.skip(g, name, f"not checked: {tls.verify_error or 'the server presented no certificate'}")
         return
     in_dates = tls.not_before <= now < tls.not_after
     days = (tls.not_after - now).days
