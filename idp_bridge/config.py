@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from idp_bridge.errors import ConfigError
 from idp_bridge.huawei.sites import SITES, site
-from idp_bridge.saml.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "idp-bridge.toml"
 
@@ -75,6 +75,8 @@ class SamlSettings:
     metadata_cache_seconds: int = 86400
     session_lifetime_seconds: int = 8 * 3600
     post_binding: bool = True
+    #: A sign-in waiting for the customer longer than this is not answered (the SP gave up on it).
+    pending_login_max_age_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class PlatformSettings:
     handoff_leeway_seconds: int = 60
     #: Where the customer's browser lands after Huawei's binding notification.
     bind_landing_url: str | None = None
+    #: How long after a first-login console jump (``isFirstLogin=true``) Huawei's bind notice is accepted.
+    bind_window_seconds: int = 3600
     #: Partner pages for "order payment success" and top-up returns.
     return_url: str | None = None
     recharge_url: str | None = None
@@ -142,6 +146,19 @@ class DebugSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """``[limits]``: sign-in throttling (local ``/login`` and the console), counted in the shared database."""
+
+    #: Failed sign-ins allowed per user ID (and for the console's one operator) per window.
+    login_account_attempts: int = 5
+    #: Failed sign-ins allowed per client address (IPv6: per /64) per window.
+    login_address_attempts: int = 20
+    login_window_seconds: int = 900
+    #: How long a key stays locked once it went over its limit (answered 429 with Retry-After).
+    login_lockout_seconds: int = 900
+
+
+@dataclass(frozen=True)
 class Config:
     base_url: str
     entity_id: str
@@ -159,6 +176,7 @@ class Config:
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     keys: KeySettings = field(default_factory=KeySettings)
     debug: DebugSettings = field(default_factory=lambda: DebugSettings())
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def sso_url(self) -> str:
@@ -256,7 +274,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
                  path: Path | None = None) -> Config:
     env = os.environ if environ is None else environ
     bridge = _get(raw, "bridge", "", dict, {})
-    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug"}
+    unknown = set(raw) - {"bridge", "saml", "attributes", "huawei", "sp", "platform", "keys", "debug",
+                            "limits"}
     if unknown:
         raise ConfigError(f"unknown top-level table(s): {', '.join(sorted(unknown))}; expected bridge, saml, "
                           "attributes, huawei, sp", code="config_unknown_key")
@@ -363,7 +382,22 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         platform=_parse_platform(_get(raw, "platform", "", dict, {}), base_dir, env),
         keys=_parse_keys(_get(raw, "keys", "", dict, {}), base_dir),
         debug=_parse_debug(_get(raw, "debug", "", dict, {}), env),
+        limits=_parse_limits(_get(raw, "limits", "", dict, {})),
     )
+
+
+def _parse_limits(raw: Mapping[str, Any]) -> LimitSettings:
+    """``[limits]``: whole numbers from 1 to 1,000,000."""
+    fields = LimitSettings.__dataclass_fields__
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"limits: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(fields)}",
+                          code="config_unknown_key")
+    values = {name: _get(raw, name, "limits.", int, getattr(LimitSettings(), name)) for name in fields}
+    for name, value in values.items():
+        if not 1 <= value <= 1_000_000:
+            raise ConfigError(f"limits.{name}: {value!r} must be between 1 and 1000000", code="config_range")
+    return LimitSettings(**values)
 
 
 DEBUG_PASSWORD_MIN = 16
@@ -415,7 +449,8 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
     if key_path is not None and not key_path.is_file():
         raise ConfigError(f"platform.handoff_public_key: {str(key_path)!r} does not exist", code="config_key_file")
     numbers: dict[str, int] = {}
-    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300)):
+    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300),
+                                  ("bind_window_seconds", 3600, 7 * 86400)):
         value = _get(raw, key, w, int, default)
         if not 0 <= value <= ceiling:
             raise ConfigError(f"{w}{key}: {value!r} must be between 0 and {ceiling}", code="config_range")
@@ -432,7 +467,7 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         login_url=urls["login_url"], handoff_secret=secret, handoff_public_key=key_path,
         handoff_public_key_algorithm=key_alg if key_path else None,
         handoff_max_lifetime_seconds=numbers["handoff_max_lifetime_seconds"],
-        handoff_leeway_seconds=numbers["handoff_leeway_seconds"],
+        handoff_leeway_seconds=numbers["handoff_leeway_seconds"], bind_window_seconds=numbers["bind_window_seconds"],
         bind_landing_url=urls["bind_landing_url"], return_url=urls["return_url"],
         recharge_url=urls["recharge_url"], return_params=tuple(params), webhook_url=urls["webhook_url"],
         webhook_secret=webhook_secret, webhook_in_process=_get(raw, "webhook_in_process", w, bool, True),

@@ -163,7 +163,7 @@ def bridge_env(root: Path, db_url: str, base_url: str, *, trust_forwarded: bool 
     raw["bridge"]["trust_forwarded_headers"] = trust_forwarded
     write_raw_config(env.config.path, raw)
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example")
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example")
     store.dispose()
     env.config = load_config(env.config.path, environ={})
     return env

@@ -42,7 +42,7 @@ def test_init_writes_config_key_and_metadata(workdir: Path) -> None:
     assert isinstance(public, rsa.RSAPublicKey) and public.key_size == 3072
     from idp_bridge.store import Store
 
-    assert Store.from_url(config.database_url).key_states() == {key_file.stem: "active"}  # recorded, not implied
+    assert Store.from_url(config.database_url).keyring.states() == {key_file.stem: "active"}  # recorded, not implied
     exported = workdir / "metadata" / "IDP Metadata.xml"
     assert exported.exists() and "IDP Metadata.xml" in out
     text = exported.read_text(encoding="utf-8")
@@ -95,8 +95,8 @@ def test_users_add_reads_password_from_stdin(workdir: Path) -> None:
     run("users", "add", "cust-1", "--email", "c1@partner.example", "--name", "C One", "--mobile", "0086-1380000",
         input="a long enough password\n")
     store = Store.from_url(load_config(workdir / "idp-bridge.toml", environ={}).database_url)
-    assert store.authenticate("cust-1", "a long enough password") is not None
-    assert store.authenticate("cust-1", "wrong") is None
+    assert store.users.authenticate("cust-1", "a long enough password") is not None
+    assert store.users.authenticate("cust-1", "wrong") is None
     result = CliRunner().invoke(main, ["users", "add", "cust-2"], input="short\n")
     assert result.exit_code != 0
 

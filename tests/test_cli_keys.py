@@ -15,9 +15,9 @@ from idp_bridge.cli import main
 from idp_bridge.config import read_raw_config, write_raw_config
 from idp_bridge.saml.response_checks import parse_idp_metadata
 from idp_bridge.store import Store
+from tests.huawei_fixtures import FIXTURES
 from tests.journey import Env, make_env
 from tests.pki import make_key
-from tests.huawei_fixtures import FIXTURES
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def keys(env: Env, *args: str, ok: bool = True) -> Result:
 def states(env: Env) -> dict[str, str]:
     store = Store.from_url(env.config.database_url)
     try:
-        return store.key_states()
+        return store.keyring.states()
     finally:
         store.dispose()
 
@@ -110,7 +110,7 @@ def test_force_needs_a_reason_and_is_audited(env: Env) -> None:
     assert states(env)[second] == "active"
     store = Store.from_url(env.config.database_url)
     try:
-        events = [e for e in store.recent_events(20) if e.event == "key"]
+        events = [e for e in store.audit.recent(20) if e.event == "key"]
     finally:
         store.dispose()
     forced = [e for e in events if e.reason_code == "key_activate_forced"]
@@ -155,7 +155,7 @@ def test_a_fetch_is_evidence_only_from_an_address_listed_for_the_sp(env: Env) ->
                                                 ("10.0.0.1/8", "has host bits set"), (42, "is a int")])
 def test_metadata_fetchers_are_validated(env: Env, value: object, problem: str) -> None:
     from idp_bridge.config import load_config
-    from idp_bridge.saml.errors import ConfigError
+    from idp_bridge.errors import ConfigError
 
     set_sp(env, metadata_fetchers=["127.0.0.1/32", value])
     with pytest.raises(ConfigError) as exc:
@@ -198,19 +198,19 @@ def test_metadata_lists_at_most_three_keys(env: Env, tmp_path: Path) -> None:
 
 
 def test_the_store_refuses_a_fourth_published_key(env: Env) -> None:
-    from idp_bridge.saml.errors import KeyError_
+    from idp_bridge.errors import KeyRingError
 
     store = Store.from_url(env.config.database_url)
     try:
         now = dt.datetime.now(dt.UTC)
-        store.register_key("k1", state="active", now=now)
-        store.register_key("k2", state="next", now=now)
-        store.register_key("k3", state="next", now=now)
-        with pytest.raises(KeyError_) as exc:
-            store.register_key("k4", state="next", now=now)
+        store.keyring.register("k1", state="active", now=now)
+        store.keyring.register("k2", state="next", now=now)
+        store.keyring.register("k3", state="next", now=now)
+        with pytest.raises(KeyRingError) as exc:
+            store.keyring.register("k4", state="next", now=now)
         assert exc.value.code == "key_ring_full"
-        store.set_key_state("k3", "retired", now=now)
-        store.register_key("k4", state="next", now=now)
+        store.keyring.set_state("k3", "retired", now=now)
+        store.keyring.register("k4", state="next", now=now)
     finally:
         store.dispose()
 
@@ -236,7 +236,7 @@ def test_an_ecdsa_key_is_refused_for_huawei(env: Env) -> None:
     assert states(env)[ec_key] == "active"
     store = Store.from_url(env.config.database_url)
     try:
-        forced = [e for e in store.recent_events(20) if e.reason_code == "key_activate_forced"]
+        forced = [e for e in store.audit.recent(20) if e.reason_code == "key_activate_forced"]
     finally:
         store.dispose()
     assert forced and forced[0].detail and any("ecdsa" in b for b in forced[0].detail["blockers"])

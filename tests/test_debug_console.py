@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
-from idp_bridge.saml.errors import ConfigError
+from idp_bridge.errors import ConfigError
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 from tests.conftest import FAST_PASSWORD_HASHER
@@ -34,7 +34,7 @@ def _enable(env: Env, **debug: Any) -> None:
 def env(tmp_path: Path, db_url: str) -> Env:
     e = make_env(tmp_path / "bridge", db_url)
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example", name="Cust 1001", mobile="0086-13800001001")
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example", name="Cust 1001", mobile="0086-13800001001")
     store.dispose()
     return e
 
@@ -76,7 +76,7 @@ def test_off_unless_enabled(env: Env) -> None:
     assert client.get("/_bridge/").status_code == 404
     assert client.get("/_bridge/login").status_code == 404
     sso(client, env, "_dbg-off")
-    assert app.extensions["idp_bridge"].store.recent_exchanges(limit=10) == []  # nothing recorded while off
+    assert app.extensions["idp_bridge"].store.exchanges.recent(limit=10) == []  # nothing recorded while off
 
 
 def test_enabled_without_a_password_refuses_to_start(env: Env) -> None:
@@ -177,6 +177,6 @@ def test_exchange_ring_is_bounded(env: Env) -> None:
     app = create_app(env.config.path)
     for i in range(3):
         sso(app.test_client(), env, f"_dbg-ring-{i}")
-    kept = app.extensions["idp_bridge"].store.recent_exchanges(limit=100)
+    kept = app.extensions["idp_bridge"].store.exchanges.recent(limit=100)
     assert len(kept) == 3
     assert kept[0]["summary"]["InResponseTo"] == "_dbg-ring-2"

@@ -24,11 +24,11 @@ def _counts(store: Store) -> tuple[int, int]:
 
 def _seed(store: Store) -> None:
     now = dt.datetime.now(dt.UTC)
-    store.claim_once("authn_request", "_old", issuer="sp", expires_at=now - dt.timedelta(minutes=1),
+    store.replay.claim("authn_request", "_old", issuer="sp", expires_at=now - dt.timedelta(minutes=1),
                      now=now - dt.timedelta(minutes=10))
-    store.claim_once("authn_request", "_live", issuer="sp", expires_at=now + dt.timedelta(minutes=10), now=now)
-    store.create_session({"a": 1}, user_id=None, now=now - dt.timedelta(hours=2), ttl=dt.timedelta(hours=1))
-    store.create_session({"b": 2}, user_id=None, now=now, ttl=dt.timedelta(hours=1))
+    store.replay.claim("authn_request", "_live", issuer="sp", expires_at=now + dt.timedelta(minutes=10), now=now)
+    store.sessions.create({"a": 1}, user_id=None, now=now - dt.timedelta(hours=2), ttl=dt.timedelta(hours=1))
+    store.sessions.create({"b": 2}, user_id=None, now=now, ttl=dt.timedelta(hours=1))
     assert _counts(store) == (2, 2)
 
 

@@ -45,7 +45,7 @@ def test_bad_key_files_under_a_running_server_never_replace_the_signing_key(tmp_
     raw["keys"] = {"reload_seconds": 0.2}
     write_raw_config(env.config.path, raw)
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD)
+    store.users.add("cust-1001", PASSWORD)
     store.dispose()
     base = f"http://127.0.0.1:{port}"
     key_dir = env.config.key_dir
@@ -80,7 +80,7 @@ def test_bad_key_files_under_a_running_server_never_replace_the_signing_key(tmp_
         }
         # recorded as "next" first, as `keys new` / `keys import` do: from then on the files count
         recorder = Store.from_url(db_url)
-        recorder.register_key(kid, state="next", now=dt.datetime.now(dt.UTC))
+        recorder.keyring.register(kid, state="next", now=dt.datetime.now(dt.UTC))
         recorder.dispose()
         for i, (case, write) in enumerate(bad_files.items()):
             write()
@@ -104,13 +104,13 @@ def test_workers_start_beside_a_bad_next_key(tmp_path: Path, db_url: str) -> Non
     port = free_port()
     env = make_env(tmp_path / "bridge", db_url, base_url=f"http://127.0.0.1:{port}")
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD)
+    store.users.add("cust-1001", PASSWORD)
     (active_key,) = env.config.key_dir.glob("*.key")
-    store.register_key(active_key.stem, state="active", now=dt.datetime.now(dt.UTC))
+    store.keyring.register(active_key.stem, state="active", now=dt.datetime.now(dt.UTC))
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other_cert = self_signed_certificate(other, common_name="next", days=30)
     kid = key_id_for(other_cert)
-    store.register_key(kid, state="next", now=dt.datetime.now(dt.UTC))
+    store.keyring.register(kid, state="next", now=dt.datetime.now(dt.UTC))
     store.dispose()
     (env.config.key_dir / f"{kid}.crt").write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
     half = env.config.key_dir / f"{kid}.key"

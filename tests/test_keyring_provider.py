@@ -24,7 +24,7 @@ def env(tmp_path: Path, db_url: str) -> Env:
 
 
 def provider(env: Env, store: Store) -> KeyRingProvider:
-    return KeyRingProvider(env.config, states=store.key_states, reload_seconds=0)  # reload on every call
+    return KeyRingProvider(env.config, states=store.keyring.states, reload_seconds=0)  # reload on every call
 
 
 def drop_pair(key_dir: Path, key: TestKey, *, cert: bytes | None = None, key_pem: bytes | None = None,
@@ -40,15 +40,15 @@ def drop_pair(key_dir: Path, key: TestKey, *, cert: bytes | None = None, key_pem
 def test_a_new_key_and_an_activation_are_picked_up(env: Env, store: Store) -> None:
     keys = provider(env, store)
     first = keys.ring().active.key_id
-    store.register_key(first, state="active", now=dt.datetime.now(dt.UTC))
+    store.keyring.register(first, state="active", now=dt.datetime.now(dt.UTC))
     kid, _, _ = generate_key(env.config.key_dir, common_name="x", algorithm="ec-p256", days=30)
     assert [e.key_id for e in keys.ring().entries] == [first]  # no recorded state yet: not used
-    store.register_key(kid, state="next", now=dt.datetime.now(dt.UTC))
+    store.keyring.register(kid, state="next", now=dt.datetime.now(dt.UTC))
     assert {e.key_id: e.state for e in keys.ring().entries} == {first: "active", kid: "next"}
     assert [e.key_id for e in keys.ring().published] == [kid, first]
-    store.set_key_state(kid, "active", now=dt.datetime.now(dt.UTC))
+    store.keyring.set_state(kid, "active", now=dt.datetime.now(dt.UTC))
     assert keys.ring().active.key_id == kid
-    store.set_key_state(first, "retired", now=dt.datetime.now(dt.UTC))
+    store.keyring.set_state(first, "retired", now=dt.datetime.now(dt.UTC))
     assert [e.key_id for e in keys.ring().entries] == [kid]  # retired keys are not loaded
 
 
@@ -59,7 +59,7 @@ def test_a_bad_key_file_never_replaces_the_signing_key(env: Env, store: Store, c
     now = dt.datetime.now(dt.UTC)
     keys = provider(env, store)
     good = keys.ring().active
-    store.register_key(good.key_id, state="active", now=now)
+    store.keyring.register(good.key_id, state="active", now=now)
     key_dir = env.config.key_dir
     bad = make_key("bad", bits=1024 if case == "rsa_1024" else 2048,
                    not_before=now - dt.timedelta(days=400) if case == "expired_active" else None)
@@ -77,9 +77,9 @@ def test_a_bad_key_file_never_replaces_the_signing_key(env: Env, store: Store, c
         drop_pair(key_dir, bad, key_pem=make_key("other").key_pem)
     else:
         drop_pair(key_dir, bad)
-    store.register_key(kid, state="next", now=now)
+    store.keyring.register(kid, state="next", now=now)
     if case == "expired_active":  # recorded as the active key: the ring must not switch to it
-        store.set_key_state(kid, "active", now=now)
+        store.keyring.set_state(kid, "active", now=now)
     caplog.set_level(logging.ERROR, logger="idp_bridge.keys")
     ring = keys.ring()
     assert ring.active.key_id == good.key_id and ring.active.fingerprint == good.fingerprint
@@ -100,10 +100,10 @@ def test_a_bad_key_file_never_replaces_the_signing_key(env: Env, store: Store, c
 
 
 def test_start_up_refuses_a_bad_key(env: Env, store: Store) -> None:
-    from idp_bridge.saml.errors import KeyError_
+    from idp_bridge.errors import KeyRingError
 
     os.chmod(next(env.config.key_dir.glob("*.key")), 0o640)
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         provider(env, store).ring()
     assert exc.value.code == "key_file_permissions"
 
@@ -114,10 +114,10 @@ def test_healthz_reports_the_refusal_and_expiry(env: Env, store: Store) -> None:
     app = create_app(env.config)
     bridge = app.extensions["idp_bridge"]
     bridge.keys._reload = 0
-    assert store.key_states() == {bridge.keys.ring().active.key_id: "active"}  # recorded at start-up
+    assert store.keyring.states() == {bridge.keys.ring().active.key_id: "active"}  # recorded at start-up
     bad = make_key("bad")
     kid = drop_pair(env.config.key_dir, bad, mode=0o666)
-    store.register_key(kid, state="next", now=dt.datetime.now(dt.UTC))
+    store.keyring.register(kid, state="next", now=dt.datetime.now(dt.UTC))
     report = app.test_client().get("/healthz").get_json()
     assert report["status"] == "warn"
     assert "chmod 600" in report["key_reload_error"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from idp_bridge.saml.errors import KeyError_
+from idp_bridge.errors import KeyRingError
 from idp_bridge.store import Store
 
 RACERS = 8
@@ -24,7 +24,7 @@ def race(db_url: str, job: object) -> list[str]:
             barrier.wait(10)
             job(store, i)  # type: ignore[operator]
             result = "ok"
-        except KeyError_ as exc:
+        except KeyRingError as exc:
             result = exc.code
         except Exception as exc:  # an IntegrityError here is the bug this guards against
             result = f"crash: {type(exc).__name__}: {exc}"
@@ -43,15 +43,15 @@ def race(db_url: str, job: object) -> list[str]:
 
 def test_workers_bootstrapping_the_same_key_at_once(db_url: str) -> None:
     now = dt.datetime.now(dt.UTC)
-    outcomes = race(db_url, lambda store, i: store.register_key("k-first", state="active", now=now))
+    outcomes = race(db_url, lambda store, i: store.keyring.register("k-first", state="active", now=now))
     assert outcomes.count("ok") == 1, outcomes
     assert set(outcomes) <= {"ok", "key_exists"}, outcomes
 
 
 def test_racing_new_keys_never_exceed_three_published(db_url: str, store: Store) -> None:
     now = dt.datetime.now(dt.UTC)
-    store.register_key("k-active", state="active", now=now)
-    outcomes = race(db_url, lambda s, i: s.register_key(f"k-next-{i}", state="next", now=now))
+    store.keyring.register("k-active", state="active", now=now)
+    outcomes = race(db_url, lambda s, i: s.keyring.register(f"k-next-{i}", state="next", now=now))
     assert outcomes.count("ok") == 2, outcomes
     assert set(outcomes) <= {"ok", "key_ring_full"}, outcomes
-    assert sorted(store.key_states().values()) == ["active", "next", "next"]
+    assert sorted(store.keyring.states().values()) == ["active", "next", "next"]

@@ -152,7 +152,7 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
     raw["sp"][0]["metadata_fetchers"] = ["127.0.0.1/32"]  # where the test SP fetches from
     write_raw_config(env.config.path, raw)
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example")
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example")
     (first,) = [p.stem for p in env.config.key_dir.glob("*.key")]
 
     with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
@@ -172,7 +172,7 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
             time.sleep(2)
             load.phase = "published"
             second = new_key(env)
-            assert wait_for(lambda: second in {k for f in store.fetches_with_key(second) if f.sp for k in f.key_ids},
+            assert wait_for(lambda: second in {k for f in store.keyring.fetches_with_key(second) if f.sp for k in f.key_ids},
                             10), "the test SP never fetched metadata holding the new key"
             status = keys_cmd(env, "status")
             assert re.search(r"SP huawei-cn: fetched .*from 127\.0\.0\.1, listed in sp huawei-cn", status), status

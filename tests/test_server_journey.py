@@ -64,7 +64,7 @@ def sso_round_trip(env: Env, base: str, request_id: str) -> None:
 def _env_with_user(tmp_path: Path, db_url: str, port: int) -> Env:
     env = make_env(tmp_path / "bridge", db_url, base_url=f"http://127.0.0.1:{port}")
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
-    store.add_user("cust-1001", PASSWORD, email="c1001@partner.example")
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example")
     store.dispose()
     return env
 

@@ -102,7 +102,7 @@ def test_sso_round_trip_metadata_forwarded_headers_and_check_over_https(stack: S
     assert meta.headers["Strict-Transport-Security"].startswith("max-age=")
     store = Store.from_url(stack.db_url)
     try:
-        fetches = store.metadata_fetches(limit=10)
+        fetches = store.keyring.metadata_fetches(limit=10)
     finally:
         store.dispose()
     assert [f.remote_addr for f in fetches if f.sp == "huawei-cn"] == [CLIENT_ADDR], fetches

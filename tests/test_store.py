@@ -19,13 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
 from sqlalchemy import inspect, select, text
 
-from idp_bridge.saml.errors import ConfigError
-from idp_bridge.store import (
-    Store,
-    StoreUnavailableError,
-    UnknownUserError,
-    UserExistsError,
-)
+from idp_bridge.errors import ConfigError, StoreUnavailableError, UnknownUserError, UserExistsError
+from idp_bridge.store import Store
 from idp_bridge.store.engine import parse_url
 from idp_bridge.store.migrate import alembic_config, head_revision
 from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow, UserRow, metadata
@@ -42,6 +37,9 @@ ALL_TABLES = {
     "outbox",
     "metadata_fetches",
     "key_states",
+    "login_throttle",
+    "binding_jumps",
+    "binding_notices",
 }
 
 
@@ -160,7 +158,7 @@ def test_sqlite_in_a_missing_directory_is_a_config_error(tmp_path: Path) -> None
 
 
 def _claim(store: Store, value: str, *, now: datetime = NOW, ttl: timedelta = 5 * MINUTE) -> bool:
-    return store.claim_once(
+    return store.replay.claim(
         "authn_request", value, issuer="https://sp.example", expires_at=now + ttl, now=now
     )
 
@@ -170,7 +168,7 @@ def test_claim_once_first_wins(store: Store) -> None:
     assert _claim(store, "_id1") is False
     assert _claim(store, "_id2") is True
     # Same value, other kind: independent.
-    assert store.claim_once("handoff_jti", "_id1", issuer="partner", expires_at=NOW + MINUTE, now=NOW) is True
+    assert store.replay.claim("handoff_jti", "_id1", issuer="partner", expires_at=NOW + MINUTE, now=NOW) is True
 
 
 def test_claim_once_reclaims_only_after_expiry(store: Store) -> None:
@@ -187,7 +185,7 @@ def test_claim_once_reclaims_only_after_expiry(store: Store) -> None:
 def test_claim_once_stores_issuer_and_utc_times(store: Store) -> None:
     cet = timezone(timedelta(hours=1))
     now_cet = NOW.astimezone(cet)
-    assert store.claim_once("authn_request", "_z", issuer="sp-a", expires_at=now_cet + MINUTE, now=now_cet)
+    assert store.replay.claim("authn_request", "_z", issuer="sp-a", expires_at=now_cet + MINUTE, now=now_cet)
     with store.engine.connect() as conn:
         row = conn.execute(select(ReplayId)).one()
     assert row.issuer == "sp-a"
@@ -206,7 +204,7 @@ def test_claim_once_stores_issuer_and_utc_times(store: Store) -> None:
 )
 def test_claim_once_refuses_bad_input(store: Store, kind: str, value: str, now: datetime) -> None:
     with pytest.raises(ValueError):
-        store.claim_once(kind, value, issuer="sp", expires_at=NOW + MINUTE, now=now)
+        store.replay.claim(kind, value, issuer="sp", expires_at=NOW + MINUTE, now=now)
 
 
 def test_claim_once_race_between_threads(db_url: str) -> None:
@@ -239,7 +237,7 @@ def _race_worker(url: str, values: list[str], now_iso: str, barrier: Any, out: A
     try:
         barrier.wait(timeout=60)
         for v in values:
-            if store.claim_once("handoff_jti", v, issuer="partner", expires_at=now + MINUTE, now=now):
+            if store.replay.claim("handoff_jti", v, issuer="partner", expires_at=now + MINUTE, now=now):
                 won.append(v)
     finally:
         store.dispose()
@@ -273,7 +271,7 @@ def test_claim_once_race_between_processes(db_url: str) -> None:
 def test_reclaiming_an_expired_value_race_between_processes(store: Store, db_url: str) -> None:
     values = [f"_e{i}" for i in range(100)]
     for v in values:
-        assert store.claim_once("handoff_jti", v, issuer="old", expires_at=NOW, now=NOW - MINUTE)
+        assert store.replay.claim("handoff_jti", v, issuer="old", expires_at=NOW, now=NOW - MINUTE)
     later = NOW + timedelta(seconds=1)
     results = _race_processes(db_url, values, later)
     flat = [v for won in results for v in won]
@@ -287,20 +285,20 @@ def test_reclaiming_an_expired_value_race_between_processes(store: Store, db_url
 
 
 def test_add_and_get_user(store: Store) -> None:
-    user = store.add_user(
+    user = store.users.add(
         "alice", "correct horse", email="a@example.com", name="Alice", mobile="+86-1", now=NOW
     )
     assert user.user_id == "alice"
-    got = store.get_user("alice")
+    got = store.users.get("alice")
     assert got == user
     assert got is not None and not hasattr(got, "password_hash")
-    assert store.get_user("bob") is None
+    assert store.users.get("bob") is None
     with pytest.raises(UserExistsError):
-        store.add_user("alice", "other")
+        store.users.add("alice", "other")
 
 
 def test_password_is_stored_as_argon2id(store: Store) -> None:
-    store.add_user("alice", "correct horse")
+    store.users.add("alice", "correct horse")
     with store.engine.connect() as conn:
         stored = conn.execute(select(UserRow.password_hash)).scalar_one()
     assert stored.startswith("$argon2id$")
@@ -308,33 +306,33 @@ def test_password_is_stored_as_argon2id(store: Store) -> None:
 
 
 def test_authenticate(store: Store) -> None:
-    store.add_user("alice", "correct horse")
-    assert store.authenticate("alice", "correct horse") is not None
-    assert store.authenticate("alice", "wrong") is None
-    assert store.authenticate("alice", "") is None
-    assert store.authenticate("nobody", "correct horse") is None
-    store.set_password("alice", "new pass")
-    assert store.authenticate("alice", "correct horse") is None
-    assert store.authenticate("alice", "new pass") is not None
-    store.set_disabled("alice", True)
-    assert store.authenticate("alice", "new pass") is None
+    store.users.add("alice", "correct horse")
+    assert store.users.authenticate("alice", "correct horse") is not None
+    assert store.users.authenticate("alice", "wrong") is None
+    assert store.users.authenticate("alice", "") is None
+    assert store.users.authenticate("nobody", "correct horse") is None
+    store.users.set_password("alice", "new pass")
+    assert store.users.authenticate("alice", "correct horse") is None
+    assert store.users.authenticate("alice", "new pass") is not None
+    store.users.set_disabled("alice", True)
+    assert store.users.authenticate("alice", "new pass") is None
     with pytest.raises(UnknownUserError):
-        store.set_password("nobody", "x")
+        store.users.set_password("nobody", "x")
 
 
 def test_authenticate_rehashes_when_parameters_change(db_url: str) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=512, parallelism=1)
     old = Store.from_url(db_url, password_hasher=weak)
-    old.add_user("alice", "pw")
+    old.users.add("alice", "pw")
     old.dispose()
     store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
     try:
-        assert store.authenticate("alice", "pw") is not None
+        assert store.users.authenticate("alice", "pw") is not None
         with store.engine.connect() as conn:
             stored = conn.execute(select(UserRow.password_hash)).scalar_one()
         assert not FAST_PASSWORD_HASHER.check_needs_rehash(stored)
         assert weak.check_needs_rehash(stored)
-        assert store.authenticate("alice", "pw") is not None
+        assert store.users.authenticate("alice", "pw") is not None
     finally:
         store.dispose()
 
@@ -342,8 +340,8 @@ def test_authenticate_rehashes_when_parameters_change(db_url: str) -> None:
 def test_default_password_hasher_is_argon2id_rfc9106(db_url: str) -> None:
     store = Store.from_url(db_url)
     try:
-        store.add_user("alice", "pw")
-        assert store.authenticate("alice", "pw") is not None
+        store.users.add("alice", "pw")
+        assert store.users.authenticate("alice", "pw") is not None
         with store.engine.connect() as conn:
             stored = conn.execute(select(UserRow.password_hash)).scalar_one()
         assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
@@ -355,56 +353,56 @@ def test_default_password_hasher_is_argon2id_rfc9106(db_url: str) -> None:
 
 
 def test_session_lifecycle(store: Store) -> None:
-    token = store.create_session({"sp": "huawei", "n": 1}, user_id="alice", now=NOW, ttl=30 * MINUTE)
+    token = store.sessions.create({"sp": "huawei", "n": 1}, user_id="alice", now=NOW, ttl=30 * MINUTE)
     assert len(token) == 43
-    record = store.load_session(token, now=NOW + MINUTE)
+    record = store.sessions.load(token, now=NOW + MINUTE)
     assert record is not None
     assert record.data == {"sp": "huawei", "n": 1}
     assert record.user_id == "alice"
     assert record.created_at == NOW
     assert record.expires_at == NOW + 30 * MINUTE
 
-    assert store.save_session(token, {"n": 2}, user_id=None, now=NOW + 20 * MINUTE, ttl=30 * MINUTE)
-    record = store.load_session(token, now=NOW + 40 * MINUTE)  # expiry slid to NOW+50
+    assert store.sessions.save(token, {"n": 2}, user_id=None, now=NOW + 20 * MINUTE, ttl=30 * MINUTE)
+    record = store.sessions.load(token, now=NOW + 40 * MINUTE)  # expiry slid to NOW+50
     assert record is not None and record.data == {"n": 2} and record.user_id is None
 
-    assert store.load_session(token, now=NOW + 50 * MINUTE) is None
-    assert store.delete_session(token)
-    assert not store.delete_session(token)
+    assert store.sessions.load(token, now=NOW + 50 * MINUTE) is None
+    assert store.sessions.delete(token)
+    assert not store.sessions.delete(token)
 
 
 def test_session_rows_hold_only_the_token_hash(store: Store) -> None:
-    token = store.create_session({}, user_id=None, now=NOW, ttl=MINUTE)
+    token = store.sessions.create({}, user_id=None, now=NOW, ttl=MINUTE)
     with store.engine.connect() as conn:
         ids = list(conn.execute(select(SessionRow.id)).scalars())
     assert ids == [hashlib.sha256(token.encode()).hexdigest()]
 
 
 def test_expired_or_unknown_session_is_not_revived(store: Store) -> None:
-    token = store.create_session({}, user_id=None, now=NOW, ttl=MINUTE)
-    assert not store.save_session(token, {"x": 1}, user_id="eve", now=NOW + 2 * MINUTE, ttl=MINUTE)
+    token = store.sessions.create({}, user_id=None, now=NOW, ttl=MINUTE)
+    assert not store.sessions.save(token, {"x": 1}, user_id="eve", now=NOW + 2 * MINUTE, ttl=MINUTE)
     forged = "A" * 43
-    assert not store.save_session(forged, {"x": 1}, user_id="eve", now=NOW, ttl=MINUTE)
-    assert store.load_session(forged, now=NOW) is None
+    assert not store.sessions.save(forged, {"x": 1}, user_id="eve", now=NOW, ttl=MINUTE)
+    assert store.sessions.load(forged, now=NOW) is None
     for malformed in ("", "short", "A" * 44, "A" * 42 + "!"):
-        assert store.load_session(malformed, now=NOW) is None
+        assert store.sessions.load(malformed, now=NOW) is None
 
 
 # --- audit ----------------------------------------------------------------------------------------
 
 
 def test_record_and_list_events(store: Store) -> None:
-    store.record_event(
+    store.audit.record(
         event="login", outcome="ok", correlation_id="c1", sp="https://sp", customer="x1", now=NOW
     )
-    store.record_event(
+    store.audit.record(
         event="rejection",
         outcome="refused",
         reason_code="request_replayed",
         detail={"request_id": "_abc", "password": "hunter2", "nested": {"SAMLResponse": "PHNhbWw+"}},
         now=NOW + MINUTE,
     )
-    events = store.recent_events()
+    events = store.audit.recent()
     assert [e.event for e in events] == ["rejection", "login"]
     newest = events[0]
     assert newest.outcome == "refused" and newest.reason_code == "request_replayed"
@@ -415,17 +413,17 @@ def test_record_and_list_events(store: Store) -> None:
         "nested": {"SAMLResponse": "[redacted]"},
     }
     assert events[1].correlation_id == "c1" and events[1].detail is None
-    assert len(store.recent_events(limit=1)) == 1
+    assert len(store.audit.recent(limit=1)) == 1
 
 
 def test_record_event_refuses_unknown_outcome(store: Store) -> None:
     with pytest.raises(ValueError):
-        store.record_event(event="login", outcome="maybe", now=NOW)
+        store.audit.record(event="login", outcome="maybe", now=NOW)
 
 
 def test_audit_detail_strings_are_bounded(store: Store) -> None:
-    store.record_event(event="webhook", outcome="error", detail={"body": "x" * 10_000}, now=NOW)
-    (event,) = store.recent_events()
+    store.audit.record(event="webhook", outcome="error", detail={"body": "x" * 10_000}, now=NOW)
+    (event,) = store.audit.recent()
     assert event.detail is not None and len(event.detail["body"]) <= 513
 
 
@@ -435,8 +433,8 @@ def test_audit_detail_strings_are_bounded(store: Store) -> None:
 def test_purge_expired(store: Store) -> None:
     _claim(store, "_old", now=NOW - 10 * MINUTE, ttl=MINUTE)
     _claim(store, "_live", now=NOW, ttl=MINUTE)
-    old_session = store.create_session({}, user_id=None, now=NOW - 10 * MINUTE, ttl=MINUTE)
-    live_session = store.create_session({}, user_id=None, now=NOW, ttl=MINUTE)
+    old_session = store.sessions.create({}, user_id=None, now=NOW - 10 * MINUTE, ttl=MINUTE)
+    live_session = store.sessions.create({}, user_id=None, now=NOW, ttl=MINUTE)
     with store.engine.begin() as conn:
         for key, delivered in (("a", NOW - timedelta(days=8)), ("b", NOW - timedelta(days=1)), ("c", None)):
             conn.execute(
@@ -451,10 +449,12 @@ def test_purge_expired(store: Store) -> None:
                 )
             )
 
-    assert store.purge_expired(NOW) == {"replay_ids": 1, "sessions": 1, "outbox": 1}
-    assert store.purge_expired(NOW) == {"replay_ids": 0, "sessions": 0, "outbox": 0}
+    assert store.purge_expired(NOW) == {"replay_ids": 1, "sessions": 1, "outbox": 1, "login_throttle": 0,
+                                        "binding_jumps": 0}
+    assert store.purge_expired(NOW) == {"replay_ids": 0, "sessions": 0, "outbox": 0, "login_throttle": 0,
+                                        "binding_jumps": 0}
     assert _claim(store, "_live") is False
-    assert store.load_session(live_session, now=NOW) is not None
-    assert store.load_session(old_session, now=NOW - 10 * MINUTE) is None
+    assert store.sessions.load(live_session, now=NOW) is not None
+    assert store.sessions.load(old_session, now=NOW - 10 * MINUTE) is None
     with store.engine.connect() as conn:
         assert set(conn.execute(select(OutboxRow.dedupe_key)).scalars()) == {"b", "c"}

@@ -121,7 +121,7 @@ def refusal_reasons(env: Env) -> dict[str, int]:
     store = Store.from_url(env.config.database_url)
     try:
         reasons: dict[str, int] = {}
-        for event in store.recent_events(limit=10_000):
+        for event in store.audit.recent(limit=10_000):
             if event.event == "rejection":
                 reasons[event.reason_code or "?"] = reasons.get(event.reason_code or "?", 0) + 1
         return reasons

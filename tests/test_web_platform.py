@@ -122,7 +122,7 @@ def test_go_refuses_bad_tokens_with_reason_and_no_session(app: Flask, env: Env, 
     resp = client.get("/go", query_string={"token": token, "service": SERVICE})
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert _no_session(client)
-    refusal = store_of(app).recent_events(1)[0]
+    refusal = store_of(app).audit.recent(1)[0]
     assert (refusal.event, refusal.reason_code) == ("rejection", code)
     assert refusal.detail and refusal.detail["reason"] and token not in str(refusal.detail)
 
@@ -162,12 +162,21 @@ def test_platform_login_url_gets_return_to_our_handoff(tmp_path: Path, db_url: s
 
 
 # -- binding ----------------------------------------------------------------------------------------
-def test_signed_notification_is_stored_and_lands_on_platform(app: Flask) -> None:
+def first_login_jump(app: Flask, env: Env, user: str) -> FlaskClient:
+    """What precedes an honest bind notice: the bridge sends the customer to Huawei with isFirstLogin=true."""
+    client = app.test_client()
+    status, q = jump(client, mint(env, user))
+    assert status == 302 and q["isFirstLogin"] == ["true"]
+    return client
+
+
+def test_signed_notification_is_stored_and_lands_on_platform(app: Flask, env: Env) -> None:
+    first_login_jump(app, env, "cust-1001")
     resp = app.test_client().post("/huawei/bind", data=bind_form("cust-1001"))
     assert resp.status_code == 303 and resp.headers["Location"] == SHOP + "/huawei/bound?result=bound"
-    b = store_of(app).get_binding("cust-1001")
+    b = store_of(app).bindings.get("cust-1001")
     assert b is not None and b.bound and b.domain_id == "dom-cust-1001" and b.payload["domainName"] == "hw_cust-1001"
-    event = store_of(app).recent_events(1)[0]
+    event = store_of(app).audit.recent(1)[0]
     assert (event.event, event.outcome, event.customer, event.sp) == ("binding", "ok", "cust-1001", "huawei-cn")
     assert event.detail and event.detail["signed_octets"] == "bindRequest"
 
@@ -179,26 +188,27 @@ def test_tampered_or_unsigned_notification_is_400_and_stores_nothing(app: Flask)
     for data in (tampered, {k: v for k, v in form.items() if k != "Signature"}, bind_form("x", key_name="not-huawei")):
         resp = app.test_client().post("/huawei/bind", data=data)
         assert resp.status_code == 400 and "Location" not in resp.headers
-    assert store_of(app).list_bindings() == [] and store_of(app).outbox_messages() == []
-    codes = [e.reason_code for e in store_of(app).recent_events(3)]
+    assert store_of(app).bindings.all() == [] and store_of(app).outbox.messages() == []
+    codes = [e.reason_code for e in store_of(app).audit.recent(3)]
     assert codes == ["bind_signature", "bind_missing_field", "bind_signature"]  # newest first
 
 
 def test_bind_then_unbind_drives_is_first_login(app: Flask, env: Env) -> None:
     client = app.test_client()
-    assert jump(client, mint(env))[1]["isFirstLogin"] == ["true"]
+    assert jump(client, mint(env))[1]["isFirstLogin"] == ["true"]  # records the first-login jump
     client.post("/huawei/bind", data=bind_form("cust-1001"))
     assert jump(client, mint(env))[1]["isFirstLogin"] == ["false"]
     client.post("/huawei/bind", data=bind_form("cust-1001", action=1))
-    assert store_of(app).get_binding("cust-1001").bound is False  # type: ignore[union-attr]
+    assert store_of(app).bindings.get("cust-1001").bound is False  # type: ignore[union-attr]
     assert jump(client, mint(env))[1]["isFirstLogin"] == ["true"]
 
 
-def test_repeated_notification_is_idempotent(app: Flask) -> None:
+def test_repeated_notification_is_idempotent(app: Flask, env: Env) -> None:
+    first_login_jump(app, env, "cust-7")
     form = bind_form("cust-7")
     for _ in range(3):
         assert app.test_client().post("/huawei/bind", data=form).status_code == 303
-    assert len(store_of(app).list_bindings()) == 1
+    assert len(store_of(app).bindings.all()) == 1
 
 
 # -- return after checkout --------------------------------------------------------------------------
@@ -214,7 +224,7 @@ def test_return_never_leaves_configured_host(app: Flask, value: str, path: str, 
     loc = urlsplit(resp.headers["Location"])
     assert (loc.scheme, loc.netloc, loc.path, loc.fragment) == ("https", "shop.example", page, "")
     assert set(parse_qs(loc.query)) <= {"orderId"}
-    event = store_of(app).recent_events(1)[0]
+    event = store_of(app).audit.recent(1)[0]
     assert event.event == "return" and event.reason_code in ("payment", "recharge")
 
 

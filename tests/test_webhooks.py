@@ -15,7 +15,7 @@ T0 = dt.datetime(2026, 5, 10, 12, 0, tzinfo=dt.UTC)
 
 
 def change(store: Store, user: str, bound: bool, now: dt.datetime = T0) -> str | None:
-    return store.apply_binding(x_user_id=user, bound=bound, domain_id="d-" + user if bound else None,
+    return store.bindings.apply(x_user_id=user, bound=bound, domain_id="d-" + user if bound else None,
                                bind_action="0" if bound else "1", source="test", now=now)[1]
 
 
@@ -33,11 +33,11 @@ def test_bindings_are_idempotent_and_queue_one_message_per_change(store: Store) 
     assert change(store, "c1", False) is not None  # unbind
     assert change(store, "c1", False) is None
     assert change(store, "c1", True) is not None  # bound again: a new change
-    assert store.get_binding("c1").bound  # type: ignore[union-attr]
-    assert len(store.outbox_messages()) == 3
-    changed, key = store.apply_binding(x_user_id="c2", bound=True, domain_id="d", source="import", now=T0,
+    assert store.bindings.get("c1").bound  # type: ignore[union-attr]
+    assert len(store.outbox.messages()) == 3
+    changed, key = store.bindings.apply(x_user_id="c2", bound=True, domain_id="d", source="import", now=T0,
                                        notify=False)
-    assert changed and key is None and len(store.outbox_messages()) == 3
+    assert changed and key is None and len(store.outbox.messages()) == 3
 
 
 def test_endpoint_down_then_back_each_change_delivered_exactly_once(store: Store) -> None:
@@ -73,8 +73,8 @@ def test_endpoint_down_then_back_each_change_delivered_exactly_once(store: Store
     assert dict(receiver.keys) == {k: 1 for k in keys}
     assert receiver.bad_signatures == 0
     assert [m["xUserId"] for m in receiver.accepted].count("c0") == 2
-    assert store.outbox_pending_count() == 0
-    events = [e for e in store.recent_events(100) if e.event == "webhook"]
+    assert store.outbox.pending_count() == 0
+    events = [e for e in store.audit.recent(100) if e.event == "webhook"]
     assert sum(e.outcome == "ok" for e in events) == 6 and sum(e.outcome == "error" for e in events) == 12
 
 
@@ -86,9 +86,9 @@ def test_backoff_is_exponential_and_capped() -> None:
 
 def test_crashed_worker_lease_expires_and_key_is_reused(store: Store) -> None:
     key = change(store, "c9", True)
-    claimed = store.claim_outbox(now=T0, lease=dt.timedelta(seconds=60))
+    claimed = store.outbox.claim_due(now=T0, lease=dt.timedelta(seconds=60))
     assert [m.dedupe_key for m in claimed] == [key]
-    assert store.claim_outbox(now=T0 + dt.timedelta(seconds=30), lease=dt.timedelta(seconds=60)) == []
-    again = store.claim_outbox(now=T0 + dt.timedelta(seconds=61), lease=dt.timedelta(seconds=60))
+    assert store.outbox.claim_due(now=T0 + dt.timedelta(seconds=30), lease=dt.timedelta(seconds=60)) == []
+    again = store.outbox.claim_due(now=T0 + dt.timedelta(seconds=61), lease=dt.timedelta(seconds=60))
     assert [m.dedupe_key for m in again] == [key] and again[0].attempts == 2
-    assert store.mark_outbox_delivered(again[0].id, now=T0) and not store.mark_outbox_delivered(again[0].id, now=T0)
+    assert store.outbox.mark_delivered(again[0].id, now=T0) and not store.outbox.mark_delivered(again[0].id, now=T0)

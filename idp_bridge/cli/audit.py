@@ -20,7 +20,7 @@ def audit() -> None:
 @click.pass_context
 def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
     """The latest events, oldest first."""
-    events = list(reversed(_bridge(ctx).store.recent_events(limit)))
+    events = list(reversed(_bridge(ctx).store.audit.recent(limit)))
     for e in events:
         if as_json:
             click.echo(json.dumps({"id": e.id, "at": e.at.isoformat(), "event": e.event, "outcome": e.outcome,

@@ -29,7 +29,7 @@ def bindings() -> None:
 @click.pass_context
 def bindings_list(ctx: click.Context, bound_only: bool, as_json: bool, limit: int) -> None:
     """List bindings."""
-    rows = _bridge(ctx).store.list_bindings(limit=limit, only_bound=bound_only)
+    rows = _bridge(ctx).store.bindings.all(limit=limit, only_bound=bound_only)
     for b in rows:
         if as_json:
             click.echo(json.dumps({"xUserId": b.x_user_id, "bound": b.bound, "domainId": b.domain_id,
@@ -88,7 +88,7 @@ def bindings_import(ctx: click.Context, file: Path, notify: bool) -> None:
         if not x_user_id or len(x_user_id) > 128 or (bound and not domain_id):
             raise click.ClickException(f"{file}: record {i}: needs xUserId (1-128 characters) and, when bound, "
                                        f"domainId; got {record!r}"[:400])
-        did_change, _ = store.apply_binding(
+        did_change, _ = store.bindings.apply(
             x_user_id=x_user_id, bound=bound, domain_id=domain_id,
             domain_name=_field(record, "domainName", "domain_name"), bind_action="0" if bound else "1",
             payload={"import": file.name, "record": i}, source="import", now=now, notify=notify)
@@ -123,7 +123,7 @@ def webhooks_run(ctx: click.Context, once: bool, interval: float) -> None:
         for r in results:
             click.echo(f"{r.key}\t{'delivered' if r.ok else 'failed'}\t{r.status or '-'}\t{r.error or ''}")
         if once:
-            pending = bridge.store.outbox_pending_count()
+            pending = bridge.store.outbox.pending_count()
             click.echo(f"{sum(r.ok for r in results)} delivered, {pending} pending", err=True)
             return
         if not results:

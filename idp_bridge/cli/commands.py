@@ -1,4 +1,4 @@
-"""Setting up and running the bridge: init, sp, users, metadata, db, serve, demo."""
+"""Setting up and running the bridge: init, sp, users, metadata, db, serve (``demo`` is in devtools/cli.py)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def users_add(ctx: click.Context, user_id: str, email: str | None, name: str | N
     password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         raise click.ClickException("the password (read from stdin) must have at least 8 characters")
-    _bridge(ctx).store.add_user(user_id, password, email=email, name=name, mobile=mobile)
+    _bridge(ctx).store.users.add(user_id, password, email=email, name=name, mobile=mobile)
     click.echo(f"added user {user_id!r}")
 
 
@@ -202,13 +202,13 @@ def db_purge(ctx: click.Context) -> None:
     click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
-# -- serve / demo -----------------------------------------------------------------------------------
+# -- serve -----------------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (the reverse proxy's upstream).")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="gunicorn worker processes (default: the shipped config's, 2 x CPUs, 2..8).")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help="Threads per worker (default 8).")
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help="Threads per worker (default 16).")
 @click.option("--pid", "pidfile", type=click.Path(dir_okay=False), default=None,
               help="Write the master's pid here (for HUP/USR2; see docs/deployment.md).")
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
@@ -235,18 +235,3 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
                f"{cfg.metadata_url})", err=True)
     sys.stdout.flush()
     os.execve(argv[0], argv, env)  # noqa: S606 - the same pid: systemd's LISTEN_PID and HUP/USR2 reach gunicorn itself
-
-
-@main.command()
-@click.option("--port", default=8000, show_default=True, type=int, help="Port of the bridge.")
-@click.option("--simulator-port", default=8001, show_default=True, type=int, help="Port of the Huawei IAM simulator.")
-@click.option("--platform-port", default=8002, show_default=True, type=int, help="Port of the demo partner platform.")
-@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
-              help="Scratch folder (default: a new temporary folder).")
-@click.option("--no-browser-hint", is_flag=True, hidden=True)
-def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None, no_browser_hint: bool) -> None:
-    """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
-    from idp_bridge.devtools.demo import run_demo
-
-    run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
-             workdir=Path(workdir) if workdir else None)

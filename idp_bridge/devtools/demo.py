@@ -25,6 +25,7 @@ from idp_bridge.devtools.demo_platform import DemoPlatform, create_platform_app
 from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.keys.files import generate_key, scan_key_dir
+from idp_bridge.ops.periodic import Periodic
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 
@@ -61,10 +62,15 @@ class DemoSetup:
     platform: DemoPlatform | None = None
 
     def shutdown(self) -> None:
+        """Stop the servers, then the apps' background loops (webhook delivery, purging)."""
         for server in self.servers:
             server.shutdown()
         for thread in self.threads:
             thread.join(timeout=5)
+        for server in self.servers:
+            for loop in getattr(server.app, "extensions", {}).values():
+                if isinstance(loop, Periodic):
+                    loop.stop()
 
 
 def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database_url: str | None = None,
@@ -96,7 +102,7 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
 def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_port: int = 8001,
                  database_url: str | None = None, platform_port: int = 8002) -> DemoSetup:
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="idp-bridge-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # config, keys, database: owner only
     config = write_demo_config(workdir, port=port, simulator_port=simulator_port, database_url=database_url,
                                platform_port=platform_port)
     if not scan_key_dir(config.key_dir):  # a reused --dir keeps its key ring
@@ -104,8 +110,8 @@ def prepare_demo(workdir: Path | None = None, *, port: int = 8000, simulator_por
     store = Store.from_url(config.database_url)
     store.upgrade()
     for user in DEMO_USERS:
-        if store.get_user(user.user_id) is None:
-            store.add_user(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
+        if store.users.get(user.user_id) is None:
+            store.users.add(user.user_id, user.password, email=user.email, name=user.name, mobile=user.mobile)
     return DemoSetup(workdir, config, config.base_url, f"http://127.0.0.1:{simulator_port}",
                      platform_url=f"http://127.0.0.1:{platform_port}")
 

@@ -29,7 +29,7 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
     log.info(json.dumps(line, ensure_ascii=False, default=str))
     if store is not None:
         try:
-            store.record_event(event=event, outcome=outcome, reason_code=reason_code,
+            store.audit.record(event=event, outcome=outcome, reason_code=reason_code,
                                correlation_id=correlation_id, sp=sp, customer=customer, detail=detail, now=now)
         except Exception:  # an audit write must never turn a refusal into a 500
             log.exception("could not store audit event %s/%s", event, outcome)

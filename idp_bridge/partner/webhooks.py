@@ -112,18 +112,18 @@ def deliver_due(store: Store, settings: WebhookSettings, *, now: dt.datetime | N
     """Claim what is due, POST each message once, record the outcome. One pass; returns what it did."""
     now = now or dt.datetime.now(dt.UTC)
     results: list[DeliveryResult] = []
-    for message in store.claim_outbox(now=now, lease=settings.lease, limit=limit):
+    for message in store.outbox.claim_due(now=now, lease=settings.lease, limit=limit):
         status, error = post(settings, message, now=now)
         detail = {"key": message.dedupe_key, "topic": message.topic, "attempt": message.attempts,
                   "status": status, "url": settings.url}
         customer = message.payload.get("xUserId") if isinstance(message.payload.get("xUserId"), str) else None
         if error is None:
-            store.mark_outbox_delivered(message.id, now=now)
+            store.outbox.mark_delivered(message.id, now=now)
             audit(store, "webhook", "ok", customer=customer, detail=detail, now=now)
             results.append(DeliveryResult(message.id, message.dedupe_key, True, status, None, None))
             continue
         retry_at = now + settings.backoff(message.attempts)
-        store.mark_outbox_failed(message.id, error=error, retry_at=retry_at)
+        store.outbox.mark_failed(message.id, error=error, retry_at=retry_at)
         audit(store, "webhook", "error", reason_code="webhook_failed", customer=customer,
               detail={**detail, "error": error, "retry_at": retry_at.isoformat()}, now=now)
         results.append(DeliveryResult(message.id, message.dedupe_key, False, status, error, retry_at))
@@ -146,7 +146,7 @@ def wait_idle(store: Store, *, timeout: float = 10.0) -> bool:
     """Until nothing is pending (for the demo and tests); True if it got there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if store.outbox_pending_count() == 0:
+        if store.outbox.pending_count() == 0:
             return True
         time.sleep(0.05)
     return False

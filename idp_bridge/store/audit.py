@@ -66,61 +66,66 @@ def _scrub(value: Any, depth: int) -> Any:
     return text if len(text) <= MAX_DETAIL_STRING else text[:MAX_DETAIL_STRING] + "…"
 
 
-def record_event(
-    db: Database,
-    *,
-    event: str,
-    outcome: str,
-    reason_code: str | None = None,
-    correlation_id: str | None = None,
-    sp: str | None = None,
-    customer: str | None = None,
-    detail: dict[str, Any] | None = None,
-    now: datetime,
-) -> None:
-    if outcome not in OUTCOMES:
-        raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
-    if not event:
-        raise ValueError("audit event name must not be empty")
-    values: dict[str, Any] = {
-        "at": require_aware(now),
-        "event": event,
-        "outcome": outcome,
-        "reason_code": reason_code,
-        "correlation_id": correlation_id,
-        "sp": sp,
-        "customer": customer,
-        "detail": scrub_detail(detail) if detail is not None else None,
-    }
-    for column, limit in _COLUMN_LIMITS.items():
-        if values[column] is not None:
-            values[column] = str(values[column])[:limit]
-    with db.write() as conn:
-        conn.execute(insert(AuditEventRow).values(values))
+class AuditRepository:
+    """``store.audit``: the audit trail."""
 
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-def recent_events(db: Database, limit: int = 50) -> list[AuditEvent]:
-    """Newest first."""
-    limit = max(1, min(limit, 1000))
-    t = AuditEventRow
-    stmt = (
-        select(t.id, t.at, t.event, t.outcome, t.reason_code, t.correlation_id, t.sp, t.customer, t.detail)
-        .order_by(t.id.desc())
-        .limit(limit)
-    )
-    with db.read() as conn:
-        rows = conn.execute(stmt).all()
-    return [
-        AuditEvent(
-            id=r.id,
-            at=r.at,
-            event=r.event,
-            outcome=r.outcome,
-            reason_code=r.reason_code,
-            correlation_id=r.correlation_id,
-            sp=r.sp,
-            customer=r.customer,
-            detail=r.detail,
+    def record(
+        self,
+        *,
+        event: str,
+        outcome: str,
+        reason_code: str | None = None,
+        correlation_id: str | None = None,
+        sp: str | None = None,
+        customer: str | None = None,
+        detail: dict[str, Any] | None = None,
+        now: datetime,
+    ) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
+        if not event:
+            raise ValueError("audit event name must not be empty")
+        values: dict[str, Any] = {
+            "at": require_aware(now),
+            "event": event,
+            "outcome": outcome,
+            "reason_code": reason_code,
+            "correlation_id": correlation_id,
+            "sp": sp,
+            "customer": customer,
+            "detail": scrub_detail(detail) if detail is not None else None,
+        }
+        for column, limit in _COLUMN_LIMITS.items():
+            if values[column] is not None:
+                values[column] = str(values[column])[:limit]
+        with self._db.write() as conn:
+            conn.execute(insert(AuditEventRow).values(values))
+
+    def recent(self, limit: int = 50) -> list[AuditEvent]:
+        """Newest first."""
+        limit = max(1, min(limit, 1000))
+        t = AuditEventRow
+        stmt = (
+            select(t.id, t.at, t.event, t.outcome, t.reason_code, t.correlation_id, t.sp, t.customer, t.detail)
+            .order_by(t.id.desc())
+            .limit(limit)
         )
-        for r in rows
-    ]
+        with self._db.read() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            AuditEvent(
+                id=r.id,
+                at=r.at,
+                event=r.event,
+                outcome=r.outcome,
+                reason_code=r.reason_code,
+                correlation_id=r.correlation_id,
+                sp=r.sp,
+                customer=r.customer,
+                detail=r.detail,
+            )
+            for r in rows
+        ]

@@ -12,6 +12,7 @@ Engines must not cross ``fork()``: a web server that preloads the app calls
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from idp_bridge.saml.errors import ConfigError
+from idp_bridge.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 5
@@ -78,6 +79,7 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
             raise ConfigError(
                 f"SQLite database {database!r}: directory {str(parent)!r} does not exist; create it or fix the URL"
             )
+        _create_owner_only(Path(database).expanduser())
     connect_args: dict[str, Any] = {
         "check_same_thread": False,
         "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -90,6 +92,21 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create a missing database file with mode 0600: it holds sessions, password hashes and customer data.
+
+    SQLite gives the ``-wal``, ``-shm`` and ``-journal`` files the mode of the database file.
+    An existing file keeps its mode (the operator's choice; ``idp-bridge check`` reads keys, not this).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"SQLite database {str(path)!r}: cannot create the file: {exc}") from exc
+    os.close(fd)
 
 
 def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:

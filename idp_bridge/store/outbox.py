@@ -40,50 +40,52 @@ def _message(row: Any) -> OutboxMessage:
                          row.next_attempt_at, row.delivered_at, row.last_error)
 
 
-def claim_due(db: Database, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
-    now = require_aware(now)
-    t = OutboxTable
-    with db.read() as conn:
-        ids = [r.id for r in conn.execute(
-            select(t.c.id).where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now).order_by(t.c.id)
-            .limit(limit))]
-    claimed: list[OutboxMessage] = []
-    for message_id in ids:
-        with db.write() as conn:
-            row = conn.execute(
-                update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None), t.c.next_attempt_at <= now)
-                .values(next_attempt_at=now + lease, attempts=t.c.attempts + 1)
-                .returning(*t.c)).first()
-        if row is not None:
-            claimed.append(_message(row))
-    return claimed
+class OutboxRepository:
+    """``store.outbox``: the durable webhook outbox."""
 
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-def mark_delivered(db: Database, message_id: int, *, now: datetime) -> bool:
-    t = OutboxTable
-    with db.write() as conn:
-        result = conn.execute(update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None))
-                              .values(delivered_at=require_aware(now), last_error=None))
-    return result.rowcount == 1
+    def claim_due(self, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
+        now = require_aware(now)
+        t = OutboxTable
+        with self._db.read() as conn:
+            ids = [r.id for r in conn.execute(
+                select(t.c.id).where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now).order_by(t.c.id)
+                .limit(limit))]
+        claimed: list[OutboxMessage] = []
+        for message_id in ids:
+            with self._db.write() as conn:
+                row = conn.execute(
+                    update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None), t.c.next_attempt_at <= now)
+                    .values(next_attempt_at=now + lease, attempts=t.c.attempts + 1)
+                    .returning(*t.c)).first()
+            if row is not None:
+                claimed.append(_message(row))
+        return claimed
 
+    def mark_delivered(self, message_id: int, *, now: datetime) -> bool:
+        t = OutboxTable
+        with self._db.write() as conn:
+            result = conn.execute(update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None))
+                                  .values(delivered_at=require_aware(now), last_error=None))
+        return result.rowcount == 1
 
-def mark_failed(db: Database, message_id: int, *, error: str, retry_at: datetime) -> None:
-    t = OutboxTable
-    with db.write() as conn:
-        conn.execute(update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None))
-                     .values(last_error=error[:MAX_ERROR], next_attempt_at=require_aware(retry_at, "retry_at")))
+    def mark_failed(self, message_id: int, *, error: str, retry_at: datetime) -> None:
+        t = OutboxTable
+        with self._db.write() as conn:
+            conn.execute(update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None))
+                         .values(last_error=error[:MAX_ERROR], next_attempt_at=require_aware(retry_at, "retry_at")))
 
+    def messages(self, *, pending_only: bool = False, limit: int = 100) -> list[OutboxMessage]:
+        t = OutboxTable
+        query = select(t).order_by(t.c.id.desc()).limit(limit)
+        if pending_only:
+            query = query.where(t.c.delivered_at.is_(None))
+        with self._db.read() as conn:
+            return [_message(r) for r in conn.execute(query)]
 
-def list_messages(db: Database, *, pending_only: bool = False, limit: int = 100) -> list[OutboxMessage]:
-    t = OutboxTable
-    query = select(t).order_by(t.c.id.desc()).limit(limit)
-    if pending_only:
-        query = query.where(t.c.delivered_at.is_(None))
-    with db.read() as conn:
-        return [_message(r) for r in conn.execute(query)]
-
-
-def pending_count(db: Database) -> int:
-    t = OutboxTable
-    with db.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(t).where(t.c.delivered_at.is_(None))).scalar_one())
+    def pending_count(self) -> int:
+        t = OutboxTable
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(t).where(t.c.delivered_at.is_(None))).scalar_one())

@@ -17,39 +17,43 @@ MAX_VALUE_LENGTH = 512
 MAX_ISSUER_LENGTH = 1024
 
 
-def claim_once(
-    db: Database, kind: str, value: str, *, issuer: str, expires_at: datetime, now: datetime
-) -> bool:
-    """Record ``value`` as used; True for the first claim, False if it is already held.
+class ReplayRepository:
+    """``store.replay``: one-time values (AuthnRequest ids, hand-off JWT ids)."""
 
-    One statement does it: ``INSERT ... ON CONFLICT (kind, value) DO UPDATE ... WHERE
-    replay_ids.expires_at <= now RETURNING``. A fresh value inserts; a held value whose
-    expiry has passed is taken over; a held value still valid leaves the row alone and
-    returns no row. PostgreSQL locks the conflicting row and re-checks the WHERE against the
-    latest committed version, so two racing reclaimers cannot both win; SQLite runs the
-    statement under its single write lock.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"replay kind must be one of {sorted(KINDS)}, got {kind!r}")
-    if not value or len(value) > MAX_VALUE_LENGTH:
-        raise ValueError(f"replay value must be 1..{MAX_VALUE_LENGTH} characters, got {len(value)}")
-    if len(issuer) > MAX_ISSUER_LENGTH:
-        raise ValueError(f"issuer longer than {MAX_ISSUER_LENGTH} characters")
-    now = require_aware(now)
-    expires_at = require_aware(expires_at, "expires_at")
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    table = ReplayTable
-    row = {"kind": kind, "value": value, "issuer": issuer, "claimed_at": now, "expires_at": expires_at}
-    dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(table).values(row)
-    upsert: Insert = stmt.on_conflict_do_update(
-        index_elements=[table.c.kind, table.c.value],
-        set_={
-            "issuer": stmt.excluded.issuer,
-            "claimed_at": stmt.excluded.claimed_at,
-            "expires_at": stmt.excluded.expires_at,
-        },
-        where=table.c.expires_at <= now,
-    ).returning(table.c.kind)
-    with db.write() as conn:
-        return conn.execute(upsert).first() is not None
+    def claim(self, kind: str, value: str, *, issuer: str, expires_at: datetime, now: datetime) -> bool:
+        """Record ``value`` as used; True for the first claim, False if it is already held.
+
+        One statement does it: ``INSERT ... ON CONFLICT (kind, value) DO UPDATE ... WHERE
+        replay_ids.expires_at <= now RETURNING``. A fresh value inserts; a held value whose
+        expiry has passed is taken over; a held value still valid leaves the row alone and
+        returns no row. PostgreSQL locks the conflicting row and re-checks the WHERE against the
+        latest committed version, so two racing reclaimers cannot both win; SQLite runs the
+        statement under its single write lock.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"replay kind must be one of {sorted(KINDS)}, got {kind!r}")
+        if not value or len(value) > MAX_VALUE_LENGTH:
+            raise ValueError(f"replay value must be 1..{MAX_VALUE_LENGTH} characters, got {len(value)}")
+        if len(issuer) > MAX_ISSUER_LENGTH:
+            raise ValueError(f"issuer longer than {MAX_ISSUER_LENGTH} characters")
+        now = require_aware(now)
+        expires_at = require_aware(expires_at, "expires_at")
+
+        table = ReplayTable
+        row = {"kind": kind, "value": value, "issuer": issuer, "claimed_at": now, "expires_at": expires_at}
+        dialect_insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(table).values(row)
+        upsert: Insert = stmt.on_conflict_do_update(
+            index_elements=[table.c.kind, table.c.value],
+            set_={
+                "issuer": stmt.excluded.issuer,
+                "claimed_at": stmt.excluded.claimed_at,
+                "expires_at": stmt.excluded.expires_at,
+            },
+            where=table.c.expires_at <= now,
+        ).returning(table.c.kind)
+        with self._db.write() as conn:
+            return conn.execute(upsert).first() is not None

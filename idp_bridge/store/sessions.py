@@ -43,74 +43,78 @@ def _check_ttl(ttl: timedelta) -> None:
         raise ValueError(f"session ttl must be positive, got {ttl}")
 
 
-def create_session(
-    db: Database, data: dict[str, Any], *, user_id: str | None, now: datetime, ttl: timedelta
-) -> str:
-    _check_ttl(ttl)
-    now = require_aware(now)
-    token = new_token()
-    values = {
-        "id": token_id(token),
-        "data": data,
-        "user_id": user_id,
-        "created_at": now,
-        "expires_at": now + ttl,
-    }
-    with db.write() as conn:
-        conn.execute(insert(SessionRow).values(values))
-    return token
+class SessionRepository:
+    """``store.sessions``: server-side web sessions by token."""
 
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-def load_session(db: Database, token: str, *, now: datetime) -> SessionRecord | None:
-    row_id = token_id(token)
-    if row_id is None:
-        return None
-    now = require_aware(now)
-    with db.read() as conn:
-        row = conn.execute(
-            select(SessionRow.data, SessionRow.user_id, SessionRow.created_at, SessionRow.expires_at).where(
-                SessionRow.id == row_id, SessionRow.expires_at > now
-            )
-        ).first()
-    if row is None:
-        return None
-    return SessionRecord(
-        data=row.data, user_id=row.user_id, created_at=row.created_at, expires_at=row.expires_at
-    )
+    def create(
+        self,
+        data: dict[str, Any], *, user_id: str | None, now: datetime, ttl: timedelta
+    ) -> str:
+        _check_ttl(ttl)
+        now = require_aware(now)
+        token = new_token()
+        values = {
+            "id": token_id(token),
+            "data": data,
+            "user_id": user_id,
+            "created_at": now,
+            "expires_at": now + ttl,
+        }
+        with self._db.write() as conn:
+            conn.execute(insert(SessionRow).values(values))
+        return token
 
-
-def save_session(
-    db: Database,
-    token: str,
-    data: dict[str, Any],
-    *,
-    user_id: str | None,
-    now: datetime,
-    ttl: timedelta,
-) -> bool:
-    """Replace a live session's data and slide its expiry. False if it is unknown or expired.
-
-    Never creates a row: a token the server did not issue (or that expired) cannot be
-    brought to life by the client (session fixation).
-    """
-    _check_ttl(ttl)
-    row_id = token_id(token)
-    if row_id is None:
-        return False
-    now = require_aware(now)
-    with db.write() as conn:
-        result = conn.execute(
-            update(SessionRow)
-            .where(SessionRow.id == row_id, SessionRow.expires_at > now)
-            .values(data=data, user_id=user_id, expires_at=now + ttl)
+    def load(self, token: str, *, now: datetime) -> SessionRecord | None:
+        row_id = token_id(token)
+        if row_id is None:
+            return None
+        now = require_aware(now)
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(SessionRow.data, SessionRow.user_id, SessionRow.created_at, SessionRow.expires_at).where(
+                    SessionRow.id == row_id, SessionRow.expires_at > now
+                )
+            ).first()
+        if row is None:
+            return None
+        return SessionRecord(
+            data=row.data, user_id=row.user_id, created_at=row.created_at, expires_at=row.expires_at
         )
-    return result.rowcount == 1
 
+    def save(
+        self,
+        token: str,
+        data: dict[str, Any],
+        *,
+        user_id: str | None,
+        now: datetime,
+        ttl: timedelta,
+    ) -> bool:
+        """Replace a live session's data and slide its expiry. False if it is unknown or expired.
 
-def delete_session(db: Database, token: str) -> bool:
-    row_id = token_id(token)
-    if row_id is None:
-        return False
-    with db.write() as conn:
-        result = conn.execute(delete(SessionRow).where(SessionRow.id == row_id))
-    return result.rowcount == 1
+        Never creates a row: a token the server did not issue (or that expired) cannot be
+        brought to life by the client (session fixation).
+        """
+        _check_ttl(ttl)
+        row_id = token_id(token)
+        if row_id is None:
+            return False
+        now = require_aware(now)
+        with self._db.write() as conn:
+            result = conn.execute(
+                update(SessionRow)
+                .where(SessionRow.id == row_id, SessionRow.expires_at > now)
+                .values(data=data, user_id=user_id, expires_at=now + ttl)
+            )
+        return result.rowcount == 1
+
+    def delete(self, token: str) -> bool:
+        row_id = token_id(token)
+        if row_id is None:
+            return False
+        with self._db.write() as conn:
+            result = conn.execute(delete(SessionRow).where(SessionRow.id == row_id))
+        return result.rowcount == 1

@@ -103,6 +103,29 @@ class BindingRow(Base):
     updated_at: Mapped[datetime]
 
 
+class BindingJumpRow(Base):
+    """A first-login console jump (``isFirstLogin=true``) the bridge sent: it allows one bind notice until it expires."""
+
+    __tablename__ = "binding_jumps"
+
+    x_user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sp: Mapped[str | None] = mapped_column(String(64))
+    jumped_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class BindingNoticeRow(Base):
+    """The SHA-256 of every Huawei binding notice applied: the same notice again is a replay and changes nothing."""
+
+    __tablename__ = "binding_notices"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    x_user_id: Mapped[str] = mapped_column(String(128), index=True)
+    bind_action: Mapped[str] = mapped_column(String(8))
+    domain_id: Mapped[str | None] = mapped_column(String(128))
+    applied_at: Mapped[datetime]
+
+
 class OutboxRow(Base):
     """A message to deliver at least once (webhooks); ``dedupe_key`` makes enqueueing idempotent."""
 
@@ -182,6 +205,19 @@ class DebugExchangeRow(Base):
     attributes: Mapped[dict[str, Any]]
     decoded: Mapped[str] = mapped_column(Text)
     error: Mapped[str] = mapped_column(Text)
+
+
+
+class LoginThrottleRow(Base):
+    """Sign-in attempts counted per account or client address, shared by every worker and node."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 metadata = Base.metadata

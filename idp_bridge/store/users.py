@@ -12,8 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from idp_bridge.errors import UnknownUserError, UserExistsError
 from idp_bridge.store.db import Database
-from idp_bridge.store.errors import UnknownUserError, UserExistsError
 from idp_bridge.store.tables import UserRow
 
 MAX_USER_ID_LENGTH = 128
@@ -58,91 +58,93 @@ _USER_COLUMNS = (
 )
 
 
-def add_user(
-    db: Database,
-    hasher: PasswordHasher,
-    user_id: str,
-    password: str,
-    *,
-    email: str | None = None,
-    name: str | None = None,
-    mobile: str | None = None,
-    now: datetime | None = None,
-) -> User:
-    _check_user_id(user_id)
-    _check_password(password)
-    created_at = now or datetime.now(UTC)
-    values = {
-        "user_id": user_id,
-        "password_hash": hasher.hash(password),
-        "email": email,
-        "name": name,
-        "mobile": mobile,
-        "created_at": created_at,
-        "disabled": False,
-    }
-    try:
-        with db.write() as conn:
-            conn.execute(insert(UserRow).values(values))
-    except IntegrityError as exc:
-        raise UserExistsError(f"user {user_id!r} already exists") from exc
-    return User(user_id, email, name, mobile, created_at.astimezone(UTC), False)
+class UserRepository:
+    """``store.users``: local accounts (argon2id hashes)."""
 
+    def __init__(self, db: Database, hasher: PasswordHasher) -> None:
+        self._db = db
+        self._hasher = hasher
 
-def get_user(db: Database, user_id: str) -> User | None:
-    with db.read() as conn:
-        row = conn.execute(select(*_USER_COLUMNS).where(UserRow.user_id == user_id)).first()
-    if row is None:
-        return None
-    return User(row.user_id, row.email, row.name, row.mobile, row.created_at, row.disabled)
+    def add(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        mobile: str | None = None,
+        now: datetime | None = None,
+    ) -> User:
+        _check_user_id(user_id)
+        _check_password(password)
+        created_at = now or datetime.now(UTC)
+        values = {
+            "user_id": user_id,
+            "password_hash": self._hasher.hash(password),
+            "email": email,
+            "name": name,
+            "mobile": mobile,
+            "created_at": created_at,
+            "disabled": False,
+        }
+        try:
+            with self._db.write() as conn:
+                conn.execute(insert(UserRow).values(values))
+        except IntegrityError as exc:
+            raise UserExistsError(f"user {user_id!r} already exists") from exc
+        return User(user_id, email, name, mobile, created_at.astimezone(UTC), False)
 
+    def get(self, user_id: str) -> User | None:
+        with self._db.read() as conn:
+            row = conn.execute(select(*_USER_COLUMNS).where(UserRow.user_id == user_id)).first()
+        if row is None:
+            return None
+        return User(row.user_id, row.email, row.name, row.mobile, row.created_at, row.disabled)
 
-def set_password(db: Database, hasher: PasswordHasher, user_id: str, password: str) -> None:
-    _check_password(password)
-    new_hash = hasher.hash(password)
-    with db.write() as conn:
-        result = conn.execute(
-            update(UserRow).where(UserRow.user_id == user_id).values(password_hash=new_hash)
-        )
-    if result.rowcount != 1:
-        raise UnknownUserError(f"no user {user_id!r} to set a password for")
-
-
-def set_disabled(db: Database, user_id: str, disabled: bool) -> None:
-    with db.write() as conn:
-        result = conn.execute(update(UserRow).where(UserRow.user_id == user_id).values(disabled=disabled))
-    if result.rowcount != 1:
-        raise UnknownUserError(f"no user {user_id!r} to {'disable' if disabled else 'enable'}")
-
-
-def authenticate(db: Database, hasher: PasswordHasher, user_id: str, password: str) -> User | None:
-    """The user if the password matches and the account is enabled, else None.
-
-    An unknown user still costs one argon2 verification, so response time does not tell
-    which user ids exist. A hash made with older parameters is replaced after a success.
-    """
-    if not password or len(password) > MAX_PASSWORD_LENGTH or len(user_id) > MAX_USER_ID_LENGTH:
-        return None
-    with db.read() as conn:
-        row = conn.execute(
-            select(UserRow.password_hash, *_USER_COLUMNS).where(UserRow.user_id == user_id)
-        ).first()
-    if row is None:
-        with contextlib.suppress(VerificationError):
-            hasher.verify(_dummy_hash(hasher), password)
-        return None
-    try:
-        hasher.verify(row.password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return None
-    if row.disabled:
-        return None
-    if hasher.check_needs_rehash(row.password_hash):
-        new_hash = hasher.hash(password)
-        with db.write() as conn:
-            conn.execute(
-                update(UserRow)
-                .where(UserRow.user_id == user_id, UserRow.password_hash == row.password_hash)
-                .values(password_hash=new_hash)
+    def set_password(self, user_id: str, password: str) -> None:
+        _check_password(password)
+        new_hash = self._hasher.hash(password)
+        with self._db.write() as conn:
+            result = conn.execute(
+                update(UserRow).where(UserRow.user_id == user_id).values(password_hash=new_hash)
             )
-    return User(row.user_id, row.email, row.name, row.mobile, row.created_at, row.disabled)
+        if result.rowcount != 1:
+            raise UnknownUserError(f"no user {user_id!r} to set a password for")
+
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        with self._db.write() as conn:
+            result = conn.execute(update(UserRow).where(UserRow.user_id == user_id).values(disabled=disabled))
+        if result.rowcount != 1:
+            raise UnknownUserError(f"no user {user_id!r} to {'disable' if disabled else 'enable'}")
+
+    def authenticate(self, user_id: str, password: str) -> User | None:
+        """The user if the password matches and the account is enabled, else None.
+
+        An unknown user still costs one argon2 verification, so response time does not tell
+        which user ids exist. A hash made with older parameters is replaced after a success.
+        """
+        if not password or len(password) > MAX_PASSWORD_LENGTH or len(user_id) > MAX_USER_ID_LENGTH:
+            return None
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(UserRow.password_hash, *_USER_COLUMNS).where(UserRow.user_id == user_id)
+            ).first()
+        if row is None:
+            with contextlib.suppress(VerificationError):
+                self._hasher.verify(_dummy_hash(self._hasher), password)
+            return None
+        try:
+            self._hasher.verify(row.password_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if row.disabled:
+            return None
+        if self._hasher.check_needs_rehash(row.password_hash):
+            new_hash = self._hasher.hash(password)
+            with self._db.write() as conn:
+                conn.execute(
+                    update(UserRow)
+                    .where(UserRow.user_id == user_id, UserRow.password_hash == row.password_hash)
+                    .values(password_hash=new_hash)
+                )
+        return User(row.user_id, row.email, row.name, row.mobile, row.created_at, row.disabled)

@@ -1,4 +1,9 @@
-"""The partner-platform side pages: start page, local sign-in, sign-out and the console jump."""
+"""The partner-platform side pages: start page, local sign-in, sign-out.
+
+Sign-in: attempts are throttled per account and client address (``login_guard``) before any password
+is checked; an unknown user ID and a wrong password get the same text, status and (one argon2
+verification, against a dummy hash for unknown users) the same time.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from werkzeug.wrappers import Response
 from idp_bridge.huawei.attributes import Customer
 from idp_bridge.ops.audit import audit
 from idp_bridge.web.auth import bridge, continue_after_login, current_customer, log_in
+from idp_bridge.web.login_guard import begin_attempt
 from idp_bridge.web.security import check_csrf, correlation_id
 
 bp = Blueprint("account", __name__)
@@ -27,9 +33,18 @@ def login() -> Any:
     status = 200
     if request.method == "POST":
         check_csrf()
-        user_id = request.form.get("user_id", "").strip()[:128]
-        password = request.form.get("password", "")[:1024]
-        user = bridge().store.authenticate(user_id, password) if user_id and password else None
+        user_id = request.form.get("user_id", "").strip()  # bounded and clean: web.validation
+        password = request.form.get("password", "")
+        user = None
+        if user_id and password:
+            attempt = begin_attempt("login", user_id)
+            if not attempt.allowed:
+                minutes = -(-attempt.retry_after // 60)
+                error = f"Too many sign-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+                return render_template("login.html", error=error), 429, {"Retry-After": str(attempt.retry_after)}
+            user = bridge().store.users.authenticate(user_id, password)
+            if user is not None:
+                attempt.succeeded()
         if user is not None:
             log_in(Customer(user_id=user.user_id, email=user.email, name=user.name, mobile=user.mobile),
                    method="local")

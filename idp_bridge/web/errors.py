@@ -8,16 +8,17 @@ import logging
 from flask import Flask, current_app, render_template, session
 from werkzeug.exceptions import HTTPException
 
+from idp_bridge.errors import AnyError, BridgeError, SamlError
 from idp_bridge.ops.audit import audit
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.web.security import correlation_id
 
 log = logging.getLogger("idp_bridge.web")
 
 
 def install(app: Flask) -> None:
+    @app.errorhandler(SamlError)
     @app.errorhandler(BridgeError)
-    def _bridge_error(exc: BridgeError) -> tuple[str, int]:
+    def _bridge_error(exc: AnyError) -> tuple[str, int]:
         cid = correlation_id()
         # A refused SSO request must not leave a half-done login behind.
         session.pop("pending", None)

@@ -46,7 +46,7 @@ class StoreSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> StoreSession:
         token = request.cookies.get(COOKIE_NAME)
         if token and len(token) <= 128:
-            record = self.store.load_session(token, now=dt.datetime.now(dt.UTC))
+            record = self.store.sessions.load(token, now=dt.datetime.now(dt.UTC))
             if record is not None:
                 return StoreSession(dict(record.data), token)
         return StoreSession()
@@ -56,7 +56,7 @@ class StoreSessionInterface(SessionInterface):
         now = dt.datetime.now(dt.UTC)
         if not session:
             if session.token:
-                self.store.delete_session(session.token)
+                self.store.sessions.delete(session.token)
                 response.delete_cookie(COOKIE_NAME, path="/")
             return
         if not session.modified and not session.rotate:
@@ -64,12 +64,12 @@ class StoreSessionInterface(SessionInterface):
         data = dict(session)
         user_id = data.get("user_id")
         if session.rotate and session.token:
-            self.store.delete_session(session.token)
+            self.store.sessions.delete(session.token)
             session.token = None
         if session.token is None:
-            session.token = self.store.create_session(data, user_id=user_id, now=now, ttl=self.lifetime)
+            session.token = self.store.sessions.create(data, user_id=user_id, now=now, ttl=self.lifetime)
         else:
-            self.store.save_session(session.token, data, user_id=user_id, now=now, ttl=self.lifetime)
+            self.store.sessions.save(session.token, data, user_id=user_id, now=now, ttl=self.lifetime)
         response.set_cookie(COOKIE_NAME, session.token, max_age=int(self.lifetime.total_seconds()),
                             httponly=True, secure=self.secure, samesite="Lax", path="/")
         response.vary.add("Cookie")
