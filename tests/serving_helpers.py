@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -331,8 +332,11 @@ class Master:
         if held_socket is not None:  # what systemd does for idp-bridge.socket: fd 3, LISTEN_FDS, LISTEN_PID
             fd = held_socket.fileno()
             pass_fds = (fd,)
-            move = f"exec 3<&{fd} {fd}<&-; " if fd != 3 else ""
-            args = ["sh", "-c", move + 'LISTEN_FDS=1 LISTEN_PID=$$ exec "$@"', "sh", *args]
+            hand_over = ("import os, sys\n"
+                         f"if {fd} != 3:\n    os.dup2({fd}, 3)\n    os.close({fd})\n"
+                         "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n"
+                         "os.execv(sys.argv[1], sys.argv[1:])\n")
+            args = [sys.executable, "-c", hand_over, *args]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True, pass_fds=pass_fds)
         self.pgid = self.proc.pid
