@@ -207,7 +207,7 @@ def db_purge(ctx: click.Context) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (the reverse proxy's upstream).")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="gunicorn worker processes (default: the shipped config's, 2 x CPUs, 2..8).")
+              help="gunicorn worker processes (default 2; production: about 2 x CPUs).")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="Threads per worker (default 16).")
 @click.option("--pid", "pidfile", type=click.Path(dir_okay=False), default=None,
               help="Write the master's pid here (for HUP/USR2; see docs/deployment.md).")

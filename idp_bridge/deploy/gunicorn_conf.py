@@ -21,7 +21,7 @@ import os
 wsgi_app = "idp_bridge.web:create_app()"
 bind = [os.environ.get("IDP_BRIDGE_BIND", "127.0.0.1:8000")]
 worker_class = "gthread"
-workers = int(os.environ.get("IDP_BRIDGE_WORKERS", "0")) or max(2, min(8, (os.cpu_count() or 1) * 2))
+workers = int(os.environ.get("IDP_BRIDGE_WORKERS", "2"))  # production: --workers 2 x CPUs (docs)
 threads = int(os.environ.get("IDP_BRIDGE_THREADS", "16"))
 preload_app = False
 # A worker whose main loop stops answering the master for this long is killed and replaced.
@@ -35,7 +35,8 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 # The proxy on this host sets X-Forwarded-*; the app trusts them only with trust_forwarded_headers = true.
 forwarded_allow_ips = "127.0.0.1,::1"
-accesslog = "-"
+# nginx logs every request; gunicorn logs its own events (workers, signals, errors) to stderr.
+accesslog = None
 errorlog = "-"
 
 
