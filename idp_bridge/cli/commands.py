@@ -135,10 +135,12 @@ def users() -> None:
 @click.pass_context
 def users_add(ctx: click.Context, user_id: str, email: str | None, name: str | None, mobile: str | None) -> None:
     """Add a user; the password is read from standard input (one line)."""
+    bridge = _bridge(ctx)
+    bridge.attribute_rules.check_customer(email=email, mobile=mobile, where=f"users add {user_id}")
     password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         raise click.ClickException("the password (read from stdin) must have at least 8 characters")
-    _bridge(ctx).store.users.add(user_id, password, email=email, name=name, mobile=mobile)
+    bridge.store.users.add(user_id, password, email=email, name=name, mobile=mobile)
     click.echo(f"added user {user_id!r}")
 
 
