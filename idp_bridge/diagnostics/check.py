@@ -452,8 +452,11 @@ def _check_clock(report: Report, g: str, res: HttpResult, now: dt.datetime, conf
 
 def _check_sp(report: Report, config: Config, sp: ServiceProviderConfig, fetch: Fetch, now: dt.datetime) -> None:
     g = f"SP {sp.name} ({sp.site})"
-    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()), repr(sp.x_account_type),
-               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type")
+    placeholder = sp.x_account_type.strip().upper().startswith(("YOUR_", "<")) or sp.x_account_type == "CHANGE_ME"
+    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()) and not placeholder,
+               repr(sp.x_account_type) + (" is the README's placeholder, not your platform id" if placeholder else ""),
+               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type "
+               f"(`idp-bridge sp add {sp.name} --replace --x-account-type ID ...`)")
     data = _load_sp_bytes(report, g, sp, fetch, now, config)
     if data is None:
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
+from idp_bridge.ops.metrics import SIGNING_SECONDS
 from idp_bridge.saml.bindings import decode_redirect, encode_post
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
 from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
@@ -191,6 +193,7 @@ class IdentityProvider:
         sp = self.sps.get(pending.sp_name)
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
         self.attribute_rules.check_release(customer.user_id, attributes)  # nothing Huawei would refuse is signed
+        started = time.perf_counter()
         xml = build_response(
             issuer=self.config.entity_id,
             destination=pending.acs_url,
@@ -210,6 +213,7 @@ class IdentityProvider:
             sign_response=sp.config.sign_response,
             sp_name_qualifier=pending.sp_entity_id,
         )
+        SIGNING_SECONDS.observe(time.perf_counter() - started)
         return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
 
     def issue_no_passive(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> PostForm:

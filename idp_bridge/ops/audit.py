@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from idp_bridge.ops.metrics import count_event
 from idp_bridge.store import Store
 from idp_bridge.store.audit import scrub_detail
 
@@ -27,6 +28,7 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
     if detail:
         line["detail"] = detail
     log.info(json.dumps(line, ensure_ascii=False, default=str))
+    count_event(event, outcome, reason_code, sp)
     if store is not None:
         try:
             store.audit.record(event=event, outcome=outcome, reason_code=reason_code,

@@ -26,6 +26,7 @@ from idp_bridge.web import (
     huawei,
     i18n,
     jump,
+    metrics,
     saml,
     security,
     validation,
@@ -59,6 +60,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     validation.install(app)  # every value from outside, checked before any view
     errors.install(app)
     i18n.install(app, cfg.ui.default_locale)
+    metrics.install(app)  # /metrics (off unless [metrics] enabled) and the SSO latency histogram
     for blueprint in (saml.bp, account.bp, jump.bp, handoff.bp, huawei.bp, health.bp, debug.bp):
         app.register_blueprint(blueprint)
     _load_plugins(app)
