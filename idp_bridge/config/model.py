@@ -229,6 +229,19 @@ class DebugSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: ``/metrics`` for Prometheus. Off unless enabled; then only for a bearer token or an address
+    in ``allow`` (default: this host only)."""
+
+    enabled: bool = setting(False)
+    #: ``Authorization: Bearer <token>`` lets a scraper in from anywhere (at least 32 characters).
+    token: str | None = setting(None, env="IDP_BRIDGE_METRICS_TOKEN", check=_long_secret, secret=True)
+    #: Scraper addresses let in without a token.
+    allow: tuple[Network, ...] = setting((ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
+                                         parse=_networks)
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     """``[limits]``: sign-in throttling (local ``/login`` and the console), counted in the shared database."""
 
@@ -239,6 +252,18 @@ class LimitSettings:
     login_window_seconds: int = setting(900, minimum=1, maximum=1_000_000)
     #: How long a key stays locked once it went over its limit (answered 429 with Retry-After).
     login_lockout_seconds: int = setting(900, minimum=1, maximum=1_000_000)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: days a row is kept before housekeeping deletes it (expired sessions, replay IDs and
+    throttle windows go as soon as they expire)."""
+
+    audit_days: int = setting(180, minimum=1, maximum=36_500)
+    #: Rotation evidence: keep it longer than any key stays ``next``.
+    metadata_fetch_days: int = setting(400, minimum=1, maximum=36_500)
+    #: Delivered webhooks.
+    outbox_days: int = setting(7, minimum=1, maximum=36_500)
 
 
 #: ``[ui] default_locale``: the page language when the browser's Accept-Language names none we have.
@@ -283,7 +308,9 @@ class Config:
     keys: KeySettings = field(default_factory=KeySettings, metadata={"in_file": False})
     debug: DebugSettings = field(default_factory=DebugSettings, metadata={"in_file": False})
     limits: LimitSettings = field(default_factory=LimitSettings, metadata={"in_file": False})
+    retention: RetentionSettings = field(default_factory=RetentionSettings, metadata={"in_file": False})
     ui: UiSettings = field(default_factory=UiSettings, metadata={"in_file": False})
+    metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"in_file": False})
     huawei: HuaweiSettings = field(default_factory=HuaweiSettings, metadata={"in_file": False})
 
     @property
@@ -309,5 +336,5 @@ class Config:
 #: The file's tables -> the Config field each fills (``bridge`` is Config itself; ``sp`` and ``attributes``
 #: are read by the loader).
 SECTIONS: dict[str, type] = {"saml": SamlSettings, "platform": PlatformSettings, "keys": KeySettings,
-                             "debug": DebugSettings, "limits": LimitSettings, "ui": UiSettings,
+                             "debug": DebugSettings, "limits": LimitSettings, "retention": RetentionSettings, "ui": UiSettings, "metrics": MetricsSettings,
                              "huawei": HuaweiSettings}
