@@ -1,7 +1,8 @@
 """The thin Flask layer: ``create_app`` builds the app from a config file or a ``Config``.
 
-Production: ``gunicorn -w 4 -b 0.0.0.0:8000 'idp_bridge.web:create_app()'`` (config from
-``$IDP_BRIDGE_CONFIG`` or ``./idp-bridge.toml``).
+Production: ``idp-bridge serve`` (gunicorn with idp_bridge/deploy/gunicorn_conf.py, which names
+``idp_bridge.web:create_app()``) behind nginx; config from ``$IDP_BRIDGE_CONFIG`` or ``./idp-bridge.toml``.
+See docs/deployment.md.
 """
 
 from __future__ import annotations
