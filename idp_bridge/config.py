@@ -129,6 +129,8 @@ class PlatformSettings:
     webhook_secret: str | None = None  # IDP_BRIDGE_WEBHOOK_SECRET
     #: Run the webhook delivery loop inside every web process (``idp-bridge webhooks run`` otherwise).
     webhook_in_process: bool = True
+    #: Seconds a webhook POST may take in all (connect, send, answer); a claim's lease is twice it plus 10 s.
+    webhook_timeout_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -445,10 +447,11 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
     if key_path is not None and not key_path.is_file():
         raise ConfigError(f"platform.handoff_public_key: {str(key_path)!r} does not exist", code="config_key_file")
     numbers: dict[str, int] = {}
-    for key, default, ceiling in (("handoff_max_lifetime_seconds", 300, 300), ("handoff_leeway_seconds", 60, 300)):
+    for key, default, floor, ceiling in (("handoff_max_lifetime_seconds", 300, 0, 300),
+                                         ("handoff_leeway_seconds", 60, 0, 300), ("webhook_timeout_seconds", 10, 1, 120)):
         value = _get(raw, key, w, int, default)
-        if not 0 <= value <= ceiling:
-            raise ConfigError(f"{w}{key}: {value!r} must be between 0 and {ceiling}", code="config_range")
+        if not floor <= value <= ceiling:
+            raise ConfigError(f"{w}{key}: {value!r} must be between {floor} and {ceiling}", code="config_range")
         numbers[key] = value
     params = _get(raw, "return_params", w, list, [])
     if not all(isinstance(p, str) and _PARAM_RE.match(p) for p in params):
@@ -466,6 +469,7 @@ def _parse_platform(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, st
         bind_landing_url=urls["bind_landing_url"], return_url=urls["return_url"],
         recharge_url=urls["recharge_url"], return_params=tuple(params), webhook_url=urls["webhook_url"],
         webhook_secret=webhook_secret, webhook_in_process=_get(raw, "webhook_in_process", w, bool, True),
+        webhook_timeout_seconds=numbers["webhook_timeout_seconds"],
     )
 
 

@@ -1,4 +1,5 @@
-"""Which partner customers are bound to a Huawei account. Each change also queues a webhook, atomically."""
+"""Which partner customers are bound to a Huawei account. Each change also queues a webhook, atomically,
+numbered per customer (``seq`` 1, 2, 3, ...) so the platform can tell a later change from an earlier one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert, or_, select
+from sqlalchemy import Insert, Table, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp_bridge.store.db import Database
@@ -71,9 +72,13 @@ class BindingRepository:
                 return False, None
             if not notify:
                 return True, None
+            # The upsert holds this customer's row until commit, so numbering is serial per customer.
+            seq = conn.execute(update(t).where(t.c.x_user_id == x_user_id)
+                               .values(webhook_seq=t.c.webhook_seq + 1).returning(t.c.webhook_seq)).scalar_one()
             conn.execute(insert(OutboxRow).values(
                 topic=WEBHOOK_TOPIC, dedupe_key=key, created_at=now, attempts=0, next_attempt_at=now,
-                payload={"event": WEBHOOK_TOPIC, "id": key, "xUserId": x_user_id, "bound": bound,
+                customer=x_user_id, seq=seq,
+                payload={"event": WEBHOOK_TOPIC, "id": key, "seq": seq, "xUserId": x_user_id, "bound": bound,
                          "domainId": domain_id, "domainName": domain_name, "bindAction": bind_action,
                          "source": source, "at": now.isoformat()}))
         return True, key

@@ -1,23 +1,100 @@
 """Rejections: the operator reads the exact reason in the log and the audit trail; the browser gets
-a plain page with the status and a correlation id, and nothing else."""
+a plain page with the status and a correlation id, and nothing else.
+
+Rule: a database fault is a 503 page wherever it happens - in a view, while loading the session
+before it, or while saving the session after it (the response built so far, perhaps a redirect
+that would log someone in or a SAML Response, is replaced by the page). Never a 500.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
+from typing import Any
 
-from flask import Flask, current_app, render_template, session
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Request, Response, current_app, render_template, request, session
+from flask.sessions import SessionInterface, SessionMixin
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.errors import BridgeError
+from idp_bridge.store import StoreUnavailableError
 from idp_bridge.web.security import correlation_id
 
 log = logging.getLogger("idp_bridge.web")
 
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_TITLE = "The service is temporarily unavailable"
+# Endpoints that answer without a session (a health check must report the database, not fail on it).
+_SESSIONLESS = frozenset({"health.healthz", "static"})
+
+
+def is_store_fault(exc: BaseException | None) -> bool:
+    return isinstance(exc, StoreUnavailableError | DBAPIError | sqlite3.Error)
+
+
+def _unavailable(exc: BaseException) -> tuple[str, int, dict[str, str]]:
+    cid = correlation_id()
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    log.error(json.dumps({"event": "store_unavailable", "correlation_id": cid, "path": request.path,
+                          "error": reason}))
+    audit(current_app.extensions["idp_bridge"].store, "rejection", "error", reason_code="store_unavailable",
+          correlation_id=cid, detail={"reason": reason, "path": request.path})
+    page = render_template("error.html", status=503, correlation_id=cid, title=UNAVAILABLE_TITLE)
+    return page, 503, {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+
+
+class UnavailableSession(dict[str, Any], SessionMixin):
+    """Stands in for a session the database could not load: never saved, so the real one survives."""
+
+    def __init__(self, error: StoreUnavailableError) -> None:
+        super().__init__()
+        self.error = error
+
+
+class FaultTolerantSessions(SessionInterface):
+    """Wraps the store-backed session interface so a database fault on either side of a view is a 503."""
+
+    def __init__(self, inner: SessionInterface) -> None:
+        self.inner = inner
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        try:
+            return self.inner.open_session(app, request)
+        except StoreUnavailableError as exc:
+            return UnavailableSession(exc)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if isinstance(session, UnavailableSession):
+            return
+        try:
+            self.inner.save_session(app, session, response)
+        except StoreUnavailableError as exc:
+            page, status, headers = _unavailable(exc)
+            # Nothing of the response built so far may reach the browser: not its redirect, not its cookie,
+            # not its body (it may hold a SAML Response for a login that was never recorded).
+            for name in ("Location", "Set-Cookie", "Refresh", "Content-Disposition"):
+                response.headers.pop(name, None)
+            response.status_code = status
+            response.headers.update(headers)
+            response.mimetype = "text/html"
+            response.set_data(page)
+
 
 def install(app: Flask) -> None:
+    app.session_interface = FaultTolerantSessions(app.session_interface)
+
+    @app.before_request
+    def _session_unavailable() -> None:
+        if isinstance(session, UnavailableSession) and request.endpoint not in _SESSIONLESS:
+            raise session.error
+
     @app.errorhandler(BridgeError)
-    def _bridge_error(exc: BridgeError) -> tuple[str, int]:
+    def _bridge_error(exc: BridgeError) -> Any:
+        if isinstance(exc, StoreUnavailableError):
+            return _unavailable(exc)
         cid = correlation_id()
         # A refused SSO request must not leave a half-done login behind.
         session.pop("pending", None)
@@ -29,13 +106,17 @@ def install(app: Flask) -> None:
                                else "The service is not set up correctly"), status
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[str, int]:
+    def _http_error(exc: HTTPException) -> Any:
+        if isinstance(exc, InternalServerError) and is_store_fault(exc.original_exception):
+            return _unavailable(exc.original_exception)  # type: ignore[arg-type]
         status = exc.code or 500
         return render_template("error.html", status=status, correlation_id=correlation_id(),
                                title=exc.name), status
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[str, int]:
+    def _unexpected(exc: Exception) -> Any:
+        if is_store_fault(exc):
+            return _unavailable(exc)
         log.exception('{"event": "error", "correlation_id": "%s"}', correlation_id())
         return render_template("error.html", status=500, correlation_id=correlation_id(),
                                title="Something went wrong"), 500
