@@ -19,6 +19,7 @@ class Receiver:
         self.delay = 0.0  # seconds to wait before answering (a slow platform)
         self.accepted: list[dict[str, Any]] = []
         self.sequence_headers: list[str | None] = []
+        self.started = 0  # requests that reached the handler (accepted or not)
         self.keys: Counter[str] = Counter()
         self.bad_signatures = 0
         self.lock = threading.Lock()
@@ -27,6 +28,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.started += 1
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 ok = verify_signature(receiver.secret, self.headers.get("X-Idp-Bridge-Timestamp", ""), body,

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, render_template, request, session
+from flask import Flask, Request, Response, current_app, g, render_template, request, session
 from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -38,10 +38,12 @@ def is_store_fault(exc: BaseException | None) -> bool:
 def _unavailable(exc: BaseException) -> tuple[str, int, dict[str, str]]:
     cid = correlation_id()
     reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-    log.error(json.dumps({"event": "store_unavailable", "correlation_id": cid, "path": request.path,
-                          "error": reason}))
-    audit(current_app.extensions["idp_bridge"].store, "rejection", "error", reason_code="store_unavailable",
-          correlation_id=cid, detail={"reason": reason, "path": request.path})
+    if not g.get("store_unavailable_reported"):  # once per request, even if saving the session fails too
+        g.store_unavailable_reported = True
+        log.error(json.dumps({"event": "store_unavailable", "correlation_id": cid, "path": request.path,
+                              "error": reason}))
+        audit(current_app.extensions["idp_bridge"].store, "rejection", "error", reason_code="store_unavailable",
+              correlation_id=cid, detail={"reason": reason, "path": request.path})
     page = render_template("error.html", status=503, correlation_id=cid, title=UNAVAILABLE_TITLE)
     return page, 503, {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
 
