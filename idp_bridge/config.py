@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from idp_bridge.errors import ConfigError
 from idp_bridge.huawei.sites import SITES, site
-from idp_bridge.saml.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "idp-bridge.toml"
 
@@ -75,6 +75,8 @@ class SamlSettings:
     metadata_cache_seconds: int = 86400
     session_lifetime_seconds: int = 8 * 3600
     post_binding: bool = True
+    #: A sign-in waiting for the customer longer than this is not answered (the SP gave up on it).
+    pending_login_max_age_seconds: int = 600
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 # Installs everything the tests need (Debian packages + a virtualenv) and runs them.
 #   bash scripts/test.sh [pytest args...]
 # Set IDP_BRIDGE_TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test to run on PostgreSQL.
+# The tests get their own virtualenv (.venv-test, or $IDP_BRIDGE_TEST_VENV), so running them never changes the
+# README's .venv that a demo may be running from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+venv="${IDP_BRIDGE_TEST_VENV:-.venv-test}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e ".[test]"
 
-.venv/bin/python -m pytest "$@"
+"$venv/bin/python" -m pytest "$@"

@@ -21,8 +21,8 @@ from idp_bridge.saml.bindings import encode_redirect
 from idp_bridge.saml.metadata import build_sp_metadata
 from idp_bridge.saml.requests import build_authn_request
 from idp_bridge.saml.signing import PrivateKeySigner
-from tests.pki import TestKey, cached_key
 from tests.huawei_fixtures import HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.pki import TestKey, cached_key
 
 SP_ENTITY_ID = HUAWEI_ENTITY_ID  # our test key stands in for Huawei's, at Huawei's real addresses
 SP_ACS = HUAWEI_ACS

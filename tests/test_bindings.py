@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
+from idp_bridge.errors import RequestError, SignatureError
 from idp_bridge.saml import algorithms
 from idp_bridge.saml.bindings import (
     Limits,
@@ -20,10 +21,9 @@ from idp_bridge.saml.bindings import (
     encode_redirect,
     verify_redirect_signature,
 )
-from idp_bridge.saml.errors import RequestError, SignatureError
 from idp_bridge.saml.signing import PrivateKeySigner
-from tests.pki import cached_key, make_key
 from tests.huawei_fixtures import FIXTURES
+from tests.pki import cached_key, make_key
 
 SSO = "https://idp.example.com/saml/sso"
 XML = (b'<?xml version="1.0" encoding="UTF-8"?><saml2p:AuthnRequest '

@@ -15,9 +15,9 @@ from idp_bridge.cli import main
 from idp_bridge.config import read_raw_config, write_raw_config
 from idp_bridge.saml.response_checks import parse_idp_metadata
 from idp_bridge.store import Store
+from tests.huawei_fixtures import FIXTURES
 from tests.journey import Env, make_env
 from tests.pki import make_key
-from tests.huawei_fixtures import FIXTURES
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_a_fetch_is_evidence_only_from_an_address_listed_for_the_sp(env: Env) ->
                                                 ("10.0.0.1/8", "has host bits set"), (42, "is a int")])
 def test_metadata_fetchers_are_validated(env: Env, value: object, problem: str) -> None:
     from idp_bridge.config import load_config
-    from idp_bridge.saml.errors import ConfigError
+    from idp_bridge.errors import ConfigError
 
     set_sp(env, metadata_fetchers=["127.0.0.1/32", value])
     with pytest.raises(ConfigError) as exc:
@@ -198,7 +198,7 @@ def test_metadata_lists_at_most_three_keys(env: Env, tmp_path: Path) -> None:
 
 
 def test_the_store_refuses_a_fourth_published_key(env: Env) -> None:
-    from idp_bridge.saml.errors import KeyError_
+    from idp_bridge.errors import KeyRingError
 
     store = Store.from_url(env.config.database_url)
     try:
@@ -206,7 +206,7 @@ def test_the_store_refuses_a_fourth_published_key(env: Env) -> None:
         store.keyring.register("k1", state="active", now=now)
         store.keyring.register("k2", state="next", now=now)
         store.keyring.register("k3", state="next", now=now)
-        with pytest.raises(KeyError_) as exc:
+        with pytest.raises(KeyRingError) as exc:
             store.keyring.register("k4", state="next", now=now)
         assert exc.value.code == "key_ring_full"
         store.keyring.set_state("k3", "retired", now=now)

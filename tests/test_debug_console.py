@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
-from idp_bridge.saml.errors import ConfigError
+from idp_bridge.errors import ConfigError
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 from tests.conftest import FAST_PASSWORD_HASHER

@@ -19,9 +19,9 @@ from idp_bridge.huawei.attributes import Customer
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
 from idp_bridge.store import Store
+from tests.huawei_fixtures import FIXTURES
 from tests.journey import SP_ACS, SP_ENTITY_ID, Env, make_env
 from tests.pki import make_key
-from tests.huawei_fixtures import FIXTURES
 
 SAMPLE = FIXTURES / "huawei-doc-sample-samlrequest.txt"
 SAMPLE_ID = "_th2kld6nqqaq6lbvbw1cqqkbld2m7shj5i7x"
@@ -54,17 +54,19 @@ def test_huawei_doc_sample_prints_the_authn_request_without_config() -> None:
     assert "✓ schema-valid" in out
     assert "– signature: no configuration" in out
     assert code == 1  # a 2018 IssueInstant is stale now
-    assert "✗ IssueInstant" in out
+    assert "✗ issue_instant" in out
 
 
 def test_huawei_doc_sample_against_a_configured_huawei_sp(env: Env) -> None:
     code, out = cli(env, str(SAMPLE), "--at", "2018-11-26T09:12:30Z")
-    assert "✓ Issuer is a configured SP" in out
-    assert "✓ IssueInstant" in out
-    # the sample is a bare value: the query signature is not there, and our SSO URL is not its Destination
+    assert "✓ issuer" in out
+    assert "✓ issue_instant" in out
+    assert "✓ name_id_policy" in out and "✓ acs" in out
+    # the sample is a bare value: the query signature is not there, and our SSO URL is not its Destination;
+    # the verdict is the live path's: its first failed rule
     assert "✗ signature: no SigAlg/Signature in the input" in out
-    assert "✗ Destination" in out and env.config.sso_url in out
-    assert "✗ verdict: refused [destination_mismatch]" in out
+    assert "✗ destination" in out and env.config.sso_url in out
+    assert "✗ verdict: refused [signature_missing]" in out
     assert code == 1
 
 
@@ -86,7 +88,10 @@ def test_redirect_url_signed_by_another_key_fails_signature(env: Env, bridge: Id
     result = decode_message(env.config.sso_url + "?" + query, bridge=bridge)
     item = result.report.item("AuthnRequest", "signature")
     assert item.status == "fail" and "refresh the SP metadata" in item.fix
-    assert result.report.item("AuthnRequest", "verdict").status == "pass"  # only the signature is wrong
+    verdict = result.report.item("AuthnRequest", "verdict")  # the live path's verdict: refused for it
+    assert verdict.status == "fail" and "[signature_invalid]" in verdict.detail
+    assert result.refusal == "signature_invalid"
+    assert [i.name for i in result.report.failed] == ["signature", "verdict"]  # only the signature is wrong
 
 
 def _captured_response(env: Env, bridge: IdentityProvider, request_id: str) -> str:

@@ -5,6 +5,7 @@ without a restart, no worker crashed, and the outage's audit events are stored e
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -71,10 +72,8 @@ def pg() -> Iterator[PgServer]:
     try:
         yield server
     finally:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             server.stop()
-        except subprocess.CalledProcessError:
-            pass  # already stopped
         shutil.rmtree(server.root, ignore_errors=True)
 
 

@@ -11,8 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from idp_bridge.errors import ConfigError
 from idp_bridge.partner.handoff import HandoffError, HandoffKeys, verify_handoff_token
-from idp_bridge.saml.errors import ConfigError
 from tests.pki import cached_key, make_key
 
 AUD = "http://127.0.0.1:5000/saml/metadata"

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from idp_bridge.config import Pkcs11KeyConfig
+from idp_bridge.errors import KeyRingError
 from idp_bridge.keys.files import load_key_ring
 from idp_bridge.keys.pkcs11 import Pkcs11Signer, signer_from_config
 from idp_bridge.saml import algorithms
-from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
 from tests.journey import xmlsec1_verify
@@ -103,16 +103,16 @@ def test_token_key_joins_the_key_ring(token: TestKey, hsm_dir: Path) -> None:
 
 def test_refusals(token: TestKey, hsm_dir: Path) -> None:
     good = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing", certificate=hsm_dir / "hsm.crt")
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         signer_from_config(good, {})
     assert exc.value.code == "hsm_pin"
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         signer_from_config(good, {"IDP_BRIDGE_PKCS11_PIN": "999999"})
     assert exc.value.code == "hsm_key"
     (hsm_dir / "other.crt").write_bytes(make_key("other").cert_pem)
     mismatched = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing",
                                  certificate=hsm_dir / "other.crt")
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         signer_from_config(mismatched, {"IDP_BRIDGE_PKCS11_PIN": PIN})
     assert exc.value.code == "key_cert_mismatch"
 
@@ -150,7 +150,7 @@ def test_ecdsa_token_key_signs_and_must_match_its_certificate(token: TestKey, hs
     for cert in ("other-ec.crt", "hsm.crt"):  # another P-256 key; an RSA certificate for the EC token key
         wrong = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="ec-signing",
                                 certificate=hsm_dir / cert)
-        with pytest.raises(KeyError_) as exc:
+        with pytest.raises(KeyRingError) as exc:
             signer_from_config(wrong, {"IDP_BRIDGE_PKCS11_PIN": PIN})
         assert exc.value.code == "key_cert_mismatch", cert
         assert "does not match" in exc.value.operator or "is EC" in exc.value.operator

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from idp_bridge.devtools.simulator.partner_flows import build_bind_notification
+from idp_bridge.errors import SignatureError
 from idp_bridge.huawei.binding import OCTETS_REDIRECT, OCTETS_VALUE, BindingError, verify_bind_notification
 from idp_bridge.saml.algorithms import RSA_SHA1, RSA_SHA256
-from idp_bridge.saml.errors import SignatureError
 from idp_bridge.saml.signing import PrivateKeySigner
 from tests.pki import cached_key
 

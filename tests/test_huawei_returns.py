@@ -6,8 +6,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from idp_bridge.errors import ConfigError
 from idp_bridge.huawei.returns import return_target
-from idp_bridge.saml.errors import ConfigError
 
 PAGE = "https://shop.example/orders"
 EVIL = ["//evil.example", "/\\evil.example", "https:evil.example", "https://shop.example@evil.example/",

@@ -100,10 +100,10 @@ def test_a_bad_key_file_never_replaces_the_signing_key(env: Env, store: Store, c
 
 
 def test_start_up_refuses_a_bad_key(env: Env, store: Store) -> None:
-    from idp_bridge.saml.errors import KeyError_
+    from idp_bridge.errors import KeyRingError
 
     os.chmod(next(env.config.key_dir.glob("*.key")), 0o640)
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         provider(env, store).ring()
     assert exc.value.code == "key_file_permissions"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from idp_bridge.saml.errors import KeyError_
+from idp_bridge.errors import KeyRingError
 from idp_bridge.store import Store
 
 RACERS = 8
@@ -24,7 +24,7 @@ def race(db_url: str, job: object) -> list[str]:
             barrier.wait(10)
             job(store, i)  # type: ignore[operator]
             result = "ok"
-        except KeyError_ as exc:
+        except KeyRingError as exc:
             result = exc.code
         except Exception as exc:  # an IntegrityError here is the bug this guards against
             result = f"crash: {type(exc).__name__}: {exc}"

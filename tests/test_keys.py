@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import insert
 
+from idp_bridge.errors import KeyRingError
 from idp_bridge.huawei.attributes import Customer
 from idp_bridge.idp.identity_provider import IdentityProvider, PendingLogin
 from idp_bridge.keys.files import generate_key, load_key_ring
-from idp_bridge.saml.errors import KeyError_
 from idp_bridge.store import Store
 from idp_bridge.store.tables import KeyStateRow
 from tests.journey import SP_ACS, SP_ENTITY_ID, make_env, python3_saml_validate
@@ -25,7 +25,7 @@ def test_bootstrap_unrecorded_and_retired(tmp_path: Path) -> None:
     a, _, _ = generate_key(tmp_path, common_name="a", algorithm="rsa-2048", days=30)
     assert load_key_ring(tmp_path).active.key_id == a  # a single key with no state: active
     b, _, _ = generate_key(tmp_path, common_name="b", algorithm="ec-p256", days=30)
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         load_key_ring(tmp_path)  # two keys and no states: none may sign
     assert exc.value.code == "key_none"
     ring = load_key_ring(tmp_path, states={a: "active"})
@@ -38,10 +38,10 @@ def test_passphrase_protected_key(tmp_path: Path) -> None:
     generate_key(tmp_path, common_name="a", algorithm="rsa-2048", days=30, passphrase="pass phrase 1")
     assert b"ENCRYPTED" in next(tmp_path.glob("*.key")).read_bytes()
     assert load_key_ring(tmp_path, passphrase="pass phrase 1").active
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         load_key_ring(tmp_path)
     assert exc.value.code == "key_passphrase"
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         load_key_ring(tmp_path, passphrase="wrong")
     assert exc.value.code == "key_unreadable"
 
@@ -49,16 +49,16 @@ def test_passphrase_protected_key(tmp_path: Path) -> None:
 def test_transitions_keep_exactly_one_active(store: Store) -> None:
     store.keyring.register("k1", state="active", now=NOW)
     store.keyring.register("k2", state="next", now=NOW)
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyRingError):
         store.keyring.register("k3", state="active", now=NOW)
     assert store.keyring.set_state("k2", "active", now=NOW) == "k1"
     assert store.keyring.states() == {"k1": "retiring", "k2": "active"}
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(KeyRingError) as exc:
         store.keyring.set_state("k2", "retired", now=NOW)
     assert exc.value.code == "key_transition"
     assert store.keyring.set_state("k1", "active", now=NOW) == "k2"  # roll back
     store.keyring.set_state("k2", "retired", now=NOW)
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyRingError):
         store.keyring.set_state("k2", "active", now=NOW)  # retired is final
     assert list(store.keyring.states().values()).count("active") == 1
 

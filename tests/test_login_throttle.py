@@ -18,8 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp_bridge.config import read_raw_config, write_raw_config
+from idp_bridge.errors import ConfigError
 from idp_bridge.idp.identity_provider import IdentityProvider
-from idp_bridge.saml.errors import ConfigError
 from idp_bridge.store import Store
 from idp_bridge.store.throttle import ThrottleRule
 from idp_bridge.web import create_app

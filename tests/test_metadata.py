@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
-from idp_bridge.saml.errors import ConfigError, MetadataError
+from idp_bridge.errors import ConfigError, MetadataError
 from idp_bridge.saml.metadata import (
     Organization,
     build_idp_metadata,
@@ -22,8 +22,8 @@ from idp_bridge.saml.metadata import (
     parse_sp_metadata,
 )
 from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT, NS_DS, NS_MD
-from tests.pki import cached_key, make_key
 from tests.huawei_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.pki import cached_key, make_key
 
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
 HUAWEI = HUAWEI_ENTITY_ID
@@ -204,19 +204,19 @@ def test_idp_metadata_read_by_python3_saml() -> None:
 
 
 def test_idp_metadata_refusals() -> None:
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(MetadataError) as exc:
         _idp_metadata(certificates=[])
     assert _code(exc) == "no_certificate"
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(MetadataError) as exc:
         _idp_metadata(certificates=[cached_key("idp-a").certificate] * 2)
     assert _code(exc) == "duplicate_certificate"
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(MetadataError) as exc:
         _idp_metadata(certificates=[make_key("small", bits=1024).certificate])
     assert _code(exc) == "key_too_small"
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(MetadataError) as exc:
         _idp_metadata(valid_until=datetime(2026, 1, 1))  # naive on purpose
     assert _code(exc) == "naive_datetime"
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(MetadataError) as exc:
         _idp_metadata(cache_duration=timedelta(0))
     assert _code(exc) == "bad_duration"
 

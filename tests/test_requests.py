@@ -11,19 +11,23 @@ import onelogin.saml2
 import pytest
 from lxml import etree
 
-from idp_bridge.saml.bindings import decode_redirect, encode_redirect
-from idp_bridge.saml.errors import RequestError
+from idp_bridge.errors import RequestError, SignatureError, StatusResponseError
+from idp_bridge.saml.bindings import RedirectMessage, decode_redirect, encode_redirect
 from idp_bridge.saml.metadata import Endpoint, ServiceProviderMetadata, build_sp_metadata, parse_sp_metadata
 from idp_bridge.saml.requests import (
+    NAMEID_UNSPECIFIED,
+    REQUEST_CHECKS,
     AuthnRequest,
     build_authn_request,
     check_authn_request,
     find_sp,
+    judge_authn_request,
     parse_authn_request,
 )
-from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT
-from tests.pki import cached_key
+from idp_bridge.saml.signing import PrivateKeySigner
+from idp_bridge.saml.xml import BINDING_POST, BINDING_REDIRECT, NAMEID_TRANSIENT, STATUS_INVALID_NAMEID_POLICY
 from tests.huawei_fixtures import FIXTURES, HUAWEI_ACS, HUAWEI_ENTITY_ID
+from tests.pki import cached_key
 
 SCHEMAS = Path(os.path.dirname(onelogin.saml2.__file__)) / "schemas"
 HUAWEI = HUAWEI_ENTITY_ID
@@ -32,7 +36,10 @@ NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def _huawei_sp() -> ServiceProviderMetadata:
-    return parse_sp_metadata((FIXTURES / "huawei-cn-sp-metadata.xml").read_bytes())
+    """Huawei's SP metadata, letting requests arrive unsigned: the rule tests here judge bare requests
+    (no query); the signature rule is tested with real signed queries (``_signed``)."""
+    return dataclasses.replace(parse_sp_metadata((FIXTURES / "huawei-cn-sp-metadata.xml").read_bytes()),
+                               authn_requests_signed=False)
 
 
 def _request(**changes: object) -> AuthnRequest:
@@ -128,8 +135,11 @@ def test_full_redirect_pipeline_with_signature() -> None:
     msg = decode_redirect(url.partition("?")[2])
     assert verify_redirect_signature(msg, sp.signing_certificates, required=sp.authn_requests_signed)
     req = find_sp(parse_authn_request(msg.xml).issuer, [sp])
-    accepted = check_authn_request(parse_authn_request(msg.xml), sp=req, sso_urls=[SSO], now=NOW)
+    accepted = check_authn_request(parse_authn_request(msg.xml), sp=req, sso_urls=[SSO], now=NOW, redirect=msg)
     assert accepted.acs_url == HUAWEI_ACS
+    with pytest.raises(SignatureError) as exc:  # the same request without its query signature
+        check_authn_request(parse_authn_request(msg.xml), sp=req, sso_urls=[SSO], now=NOW)
+    assert exc.value.code == "signature_missing"
 
 
 # --------------------------------------------------------------------------- check rejections
@@ -258,6 +268,13 @@ def test_embedded_signature_refused() -> None:
     (_xml('ID="_1" Version="2.0" IssueInstant="2025-03-01T12:00:00Z" AssertionConsumerServiceIndex="0" '
           'AssertionConsumerServiceURL="https://a/"'), "request_malformed"),
     (b"<not-xml", "xml_malformed"),
+    # the Issuer is plain text compared exactly: a comment/PI/element would cut what ``.text`` sees
+    (_xml(body=f'<saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion">{HUAWEI}<!---->.evil'
+               "</saml2:Issuer>"), "issuer_malformed"),
+    (_xml(body=f'<saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion"><?pi x?>{HUAWEI}'
+               "</saml2:Issuer>"), "issuer_malformed"),
+    (_xml(body=f'<saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion">{HUAWEI}<b/></saml2:Issuer>'),
+     "issuer_malformed"),
 ])
 def test_parse_rejections(xml: bytes, code: str) -> None:
     with pytest.raises(RequestError) as exc:
@@ -274,3 +291,79 @@ def test_issue_instant_forms() -> None:
     ]:
         req = parse_authn_request(_xml(f'ID="_1" Version="2.0" IssueInstant="{text}"'))
         assert req.issue_instant == expected and req.issue_instant.tzinfo is not None
+
+
+def test_issuer_is_never_trimmed() -> None:
+    padded = parse_authn_request(_xml(body='<saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion">'
+                                            f"\n {HUAWEI} </saml2:Issuer>"))
+    assert padded.issuer == f"\n {HUAWEI} "
+    with pytest.raises(RequestError) as exc:
+        check_authn_request(padded, sp=_huawei_sp(), sso_urls=[SSO], now=NOW)
+    assert _code(exc) == "unknown_issuer" and repr(padded.issuer) in exc.value.operator
+
+
+def test_huawei_doc_sample_passes_every_rule() -> None:
+    """Huawei's own sample request (unsigned, its Destination) is accepted by every rule, in order."""
+    value = (FIXTURES / "huawei-doc-sample-samlrequest.txt").read_text().strip()
+    msg = decode_redirect(f"SAMLRequest={value}")
+    req = parse_authn_request(msg.xml)
+    assert req.destination is not None
+    verdict = judge_authn_request(req, sp=_huawei_sp(), sso_urls=[req.destination],
+                                  now=req.issue_instant + timedelta(seconds=30), redirect=msg)
+    assert verdict.ok, verdict.checks.failed
+    assert [c.name for c in verdict.checks] == list(REQUEST_CHECKS)
+    assert verdict.accept().acs_url == HUAWEI_ACS
+
+
+def _signed(xml: bytes) -> RedirectMessage:
+    key = cached_key("huawei-sim")
+    url = encode_redirect(xml, endpoint=SSO, signer=PrivateKeySigner(key.private_key, key.certificate))
+    return decode_redirect(url.partition("?")[2])
+
+
+def _signing_sp() -> ServiceProviderMetadata:
+    key = cached_key("huawei-sim")
+    return parse_sp_metadata(build_sp_metadata(entity_id=HUAWEI, acs_url=HUAWEI_ACS, certificate=key.certificate))
+
+
+def test_signed_request_must_carry_destination() -> None:
+    """SAML bindings §3.4.5.2: Destination is optional only on an unsigned request."""
+    xml = build_authn_request(issuer=HUAWEI, destination=SSO, acs_url=HUAWEI_ACS, now=NOW)
+    bare = xml.replace(f' Destination="{SSO}"'.encode(), b"")
+    msg = _signed(bare)
+    req = parse_authn_request(msg.xml)
+    with pytest.raises(RequestError) as exc:
+        check_authn_request(req, sp=_signing_sp(), sso_urls=[SSO], now=NOW, redirect=msg)
+    assert _code(exc) == "destination_missing" and SSO in exc.value.operator
+    assert check_authn_request(req, sp=_huawei_sp(), sso_urls=[SSO], now=NOW)  # unsigned and allowed: fine
+    signed = _signed(xml)
+    assert check_authn_request(parse_authn_request(signed.xml), sp=_signing_sp(), sso_urls=[SSO], now=NOW,
+                               redirect=signed)
+
+
+@pytest.mark.parametrize(("fmt", "spnq", "ok"), [
+    (NAMEID_TRANSIENT, HUAWEI, True),
+    (NAMEID_UNSPECIFIED, HUAWEI, True),
+    (None, None, True),
+    ("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent", HUAWEI, False),
+    ("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress", HUAWEI, False),
+    (NAMEID_TRANSIENT, "https://affiliation.example/", False),
+])
+def test_name_id_policy(fmt: str | None, spnq: str | None, ok: bool) -> None:
+    req = _request(name_id_format=fmt, sp_name_qualifier=spnq)
+    if ok:
+        assert check_authn_request(req, sp=_huawei_sp(), sso_urls=[SSO], now=NOW).acs_url == HUAWEI_ACS
+        return
+    with pytest.raises(StatusResponseError) as exc:
+        check_authn_request(req, sp=_huawei_sp(), sso_urls=[SSO], now=NOW)
+    assert exc.value.code == "invalid_name_id_policy"
+    assert exc.value.sub_status == STATUS_INVALID_NAMEID_POLICY
+    assert exc.value.acs_url == HUAWEI_ACS and exc.value.in_response_to == req.id
+
+
+def test_an_unsatisfiable_policy_of_an_untrusted_request_is_not_answered() -> None:
+    """Only a request that passes every other rule earns a Response: a stale one is refused outright."""
+    req = _request(name_id_format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent")
+    with pytest.raises(RequestError) as exc:
+        check_authn_request(req, sp=_huawei_sp(), sso_urls=[SSO], now=NOW + timedelta(hours=1))
+    assert _code(exc) == "request_stale" and not isinstance(exc.value, StatusResponseError)

@@ -12,8 +12,8 @@ from lxml import etree
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
+from idp_bridge.errors import MetadataError
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import MetadataError
 from idp_bridge.saml.metadata import build_idp_metadata
 from idp_bridge.saml.response_checks import (
     IdpMetadata,
@@ -25,8 +25,8 @@ from idp_bridge.saml.response_checks import (
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT, NS_SAML, NS_SAMLP, NSMAP
-from tests.pki import cached_key
 from tests.huawei_fixtures import FIXTURES
+from tests.pki import cached_key
 
 IDP_ENTITY = "https://partner.example.com/saml/idp"
 SSO_URL = "https://partner.example.com/saml/sso"

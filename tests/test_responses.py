@@ -15,9 +15,10 @@ from lxml import etree
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
+from idp_bridge.errors import SignatureError
 from idp_bridge.saml import algorithms
-from idp_bridge.saml.errors import SignatureError
 from idp_bridge.saml.responses import (
+    ASSERTION_INCLUSIVE_PREFIXES,
     STATUS_AUTHN_FAILED,
     STATUS_RESPONDER,
     AssertionSpec,
@@ -184,6 +185,38 @@ def test_schema_valid(sign_response: bool) -> None:
     assert schema.validate(error), schema.error_log
 
 
+def _assertion_bytes(xml: bytes) -> bytes:
+    """The Assertion exactly as sent, cut out of the Response's bytes (no re-serialisation by lxml)."""
+    start, end = xml.index(b"<saml:Assertion "), xml.index(b"</saml:Assertion>") + len(b"</saml:Assertion>")
+    return xml[start:end]
+
+
+@pytest.mark.parametrize("sign_response", [False, True])
+def test_signed_assertion_alone_is_schema_valid_and_verifies(sign_response: bool, tmp_path: Path) -> None:
+    """The Assertion carries its own xs/xsi declarations: cut out of the Response it validates against the
+    OASIS assertion schema (idp_bridge/saml/schemas) and its signature still verifies (ours and xmlsec1)."""
+    schema_dir = Path(__file__).resolve().parents[1] / "idp_bridge" / "saml" / "schemas"
+    schema = etree.XMLSchema(etree.parse(str(schema_dir / "saml-schema-assertion-2.0.xsd")))
+    key = cached_key("idp")
+    alone = _assertion_bytes(_build(key, sign_response=sign_response))
+    assert b"xmlns:xs=" not in alone.split(b">", 1)[1]  # declared once, on the Assertion, not below it
+    doc = etree.fromstring(alone)
+    assert doc.nsmap.get("xs") == "http://www.w3.org/2001/XMLSchema"
+    assert schema.validate(doc), schema.error_log
+    element, _ = verify_enveloped(alone, [key.certificate])
+    assert element.tag == SAML + "Assertion"
+    assert _xmlsec1(alone, key.cert_pem, tmp_path, doc.get("ID") or "")
+
+
+def test_rebinding_xs_on_the_assertion_breaks_its_signature() -> None:
+    """``xs`` is in the InclusiveNamespaces PrefixList: the binding of the prefix used in xsi:type is signed."""
+    key = cached_key("idp")
+    xml = _build(key).replace(b'xmlns:xs="http://www.w3.org/2001/XMLSchema"', b'xmlns:xs="urn:evil"', 1)
+    with pytest.raises(SignatureError) as exc:
+        verify_enveloped(xml, [key.certificate], element_id=_ids(xml)[1])
+    assert exc.value.code == "signature_digest_mismatch"
+
+
 # --------------------------------------------------------------------------- shape details
 
 
@@ -240,7 +273,12 @@ def test_assertion_text_is_exactly_its_exclusive_c14n(attributes: dict[str, list
     assert text in raw  # the bytes sent are the bytes hashed
     assertion = etree.fromstring(raw).find(SAML + "Assertion")
     assert assertion is not None
-    assert etree.tostring(assertion, method="c14n", exclusive=True) == text
+    # exc-c14n with the PrefixList our Reference names: xs and xsi are declared on the Assertion itself.
+    assert etree.tostring(assertion, method="c14n", exclusive=True,
+                          inclusive_ns_prefixes=list(ASSERTION_INCLUSIVE_PREFIXES)) == text
+    assert text.startswith(b'<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
+                           b'xmlns:xs="http://www.w3.org/2001/XMLSchema" '
+                           b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID=')
 
 
 def test_unsigned_assertion_when_only_the_response_is_signed() -> None:

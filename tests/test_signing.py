@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
+from idp_bridge.errors import SignatureError, SigningKeyError
 from idp_bridge.saml import algorithms
-from idp_bridge.saml.errors import KeyError_, SignatureError
 from idp_bridge.saml.signing import PrivateKeySigner, Signer, sign_enveloped, verify_enveloped
 from idp_bridge.saml.xml import NS_DS, NS_SAML
 from tests.pki import cached_key, make_key
@@ -100,14 +100,14 @@ def test_ec_signer_returns_raw_r_s(ec_key: TestKey) -> None:
 
 def test_refuses_small_rsa_key() -> None:
     small = make_key("small", bits=1024)
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(SigningKeyError) as exc:
         PrivateKeySigner(small.private_key, small.certificate)
     assert exc.value.code == "key_too_small" and "1024" in exc.value.operator
 
 
 def test_refuses_key_certificate_mismatch() -> None:
     a, b = cached_key("idp-signing"), cached_key("other")
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(SigningKeyError) as exc:
         PrivateKeySigner(a.private_key, b.certificate)
     assert exc.value.code == "key_cert_mismatch"
     assert algorithms.fingerprint(b.certificate) in exc.value.operator
@@ -115,13 +115,13 @@ def test_refuses_key_certificate_mismatch() -> None:
 
 @pytest.mark.parametrize("alg", [algorithms.RSA_SHA1, "http://www.w3.org/2000/09/xmldsig#dsa-sha1"])
 def test_refuses_sha1(alg: str) -> None:
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(SigningKeyError) as exc:
         _signer(algorithm=alg)
     assert "SHA-1" in exc.value.operator
 
 
 def test_refuses_algorithm_for_the_wrong_key_type() -> None:
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(SigningKeyError) as exc:
         _signer(algorithm=algorithms.ECDSA_SHA256)
     assert exc.value.code == "key_algorithm_mismatch"
 
@@ -207,13 +207,13 @@ def test_xmlsec1_verifies_inner_and_outer_signatures(tmp_path: Path) -> None:
 
 def test_sign_refuses_sha1_digest_bad_id_and_double_signing() -> None:
     root = _document()
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(SigningKeyError) as exc:
         sign_enveloped(root[1], _signer(), digest=algorithms.DIGEST_SHA1)
     assert exc.value.code == "signing_digest_refused"
-    with pytest.raises(KeyError_):
+    with pytest.raises(SigningKeyError):
         sign_enveloped(_document(assertion_id="1bad id")[1], _signer())
     sign_enveloped(root[1], _signer())
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(SigningKeyError) as exc:
         sign_enveloped(root[1], _signer())
     assert exc.value.code == "signing_already_signed"
 

@@ -21,15 +21,15 @@ from lxml import etree
 
 from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app, fetch_metadata
 from idp_bridge.devtools.simulator.partner_flows import payment_return_link
+from idp_bridge.errors import MetadataError
 from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
-from idp_bridge.saml.errors import MetadataError
 from idp_bridge.saml.metadata import build_idp_metadata, parse_sp_metadata
 from idp_bridge.saml.requests import parse_authn_request
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, BINDING_POST, NAMEID_TRANSIENT
-from tests.pki import cached_key
 from tests.huawei_fixtures import FIXTURES
+from tests.pki import cached_key
 
 BASE = "http://127.0.0.1:8001"
 IDP_ENTITY = "https://partner.example.com/saml/idp"

@@ -19,13 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
 from sqlalchemy import inspect, select, text
 
-from idp_bridge.saml.errors import ConfigError
-from idp_bridge.store import (
-    Store,
-    StoreUnavailableError,
-    UnknownUserError,
-    UserExistsError,
-)
+from idp_bridge.errors import ConfigError, StoreUnavailableError, UnknownUserError, UserExistsError
+from idp_bridge.store import Store
 from idp_bridge.store.engine import parse_url
 from idp_bridge.store.migrate import alembic_config, head_revision
 from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow, UserRow, metadata

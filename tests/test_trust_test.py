@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from werkzeug.serving import make_server
 
 from idp_bridge.cli import main
+from idp_bridge.devtools.builtin_trust_test import run_with_builtin_simulator
 from idp_bridge.devtools.demo import DEMO_USERS, DemoSetup, prepare_demo, start_demo
 from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
-from idp_bridge.diagnostics.trust_test import run_against, run_with_builtin_simulator
+from idp_bridge.diagnostics.trust_test import run_against
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.store import Store
 from tests.servers import ServerProcess, free_port, idp_bridge_cmd, wait_http

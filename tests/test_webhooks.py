@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from idp_bridge.partner.webhooks import WebhookSettings, deliver_due, settings_from_config, sign_body, verify_signature
+from idp_bridge.partner.webhooks import (
+    WebhookSettings,
+    deliver_due,
+    settings_from_config,
+    sign_body,
+    verify_signature,
+)
 from idp_bridge.store import Store
 from tests.servers import free_port
 from tests.webhook_receiver import Receiver

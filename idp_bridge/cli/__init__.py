@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from idp_bridge.config import Config, load_config
-from idp_bridge.saml.errors import BridgeError
+from idp_bridge.errors import ANY_ERROR
 
 
 class BridgeGroup(click.Group):
@@ -19,7 +19,7 @@ class BridgeGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             click.echo(f"error: {exc.operator} [{exc.code}]", err=True)
             ctx.exit(2)
 
@@ -60,4 +60,18 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 from idp_bridge.cli import audit, bindings, commands  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
-from idp_bridge.cli import check, decode, keys, trust_test  # noqa: E402,F401
+from idp_bridge.cli import check, decode, keys  # noqa: E402,F401
+
+
+def _load_plugins() -> None:
+    """Commands that other packages add (``idp_bridge.plugins`` entry points: the developer tools' demo and
+    trust-test), the way Flask finds ``flask.commands``."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="idp_bridge.plugins"):
+        register = getattr(entry.load(), "register_cli", None)
+        if register is not None:
+            register(main)
+
+
+_load_plugins()

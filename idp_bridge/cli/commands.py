@@ -1,4 +1,4 @@
-"""Setting up and running the bridge: init, sp, users, metadata, db, serve, demo."""
+"""Setting up and running the bridge: init, sp, users, metadata, db, serve (``demo`` is in devtools/cli.py)."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def db_purge(ctx: click.Context) -> None:
     click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
-# -- serve / demo -----------------------------------------------------------------------------------
+# -- serve -----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -216,18 +216,3 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     app = create_app(bridge=_bridge(ctx))
     click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
     run_simple(host, port, app, threaded=True)
-
-
-@main.command()
-@click.option("--port", default=8000, show_default=True, type=int, help="Port of the bridge.")
-@click.option("--simulator-port", default=8001, show_default=True, type=int, help="Port of the Huawei IAM simulator.")
-@click.option("--platform-port", default=8002, show_default=True, type=int, help="Port of the demo partner platform.")
-@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
-              help="Scratch folder (default: a new temporary folder).")
-@click.option("--no-browser-hint", is_flag=True, hidden=True)
-def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None, no_browser_hint: bool) -> None:
-    """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
-    from idp_bridge.devtools.demo import run_demo
-
-    run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
-             workdir=Path(workdir) if workdir else None)

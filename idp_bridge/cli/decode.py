@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from idp_bridge.cli import main
+from idp_bridge.errors import ANY_ERROR
 
 
 def _read_argument(value: str) -> str:
@@ -51,7 +52,7 @@ def decode(ctx: click.Context, value: str, sp_name: str | None, request_id: str 
     from idp_bridge.config import load_config
     from idp_bridge.diagnostics.decode import decode_message
     from idp_bridge.diagnostics.local import local_bridge
-    from idp_bridge.saml.errors import BridgeError, ConfigError
+    from idp_bridge.errors import ConfigError
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
     bridge = None
@@ -70,7 +71,7 @@ def decode(ctx: click.Context, value: str, sp_name: str | None, request_id: str 
     try:
         result = decode_message(_read_argument(value), bridge=bridge, sp_name=sp_name, request_id=request_id,
                                 now=now)
-    except BridgeError:
+    except ANY_ERROR:
         if value != "-" and _looks_like_path(value) and not Path(value).exists():
             raise click.BadParameter(f"file {value} does not exist (and it is not a SAML message either)",
                                      param_hint="VALUE") from None

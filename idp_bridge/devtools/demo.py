@@ -25,6 +25,7 @@ from idp_bridge.devtools.demo_platform import DemoPlatform, create_platform_app
 from idp_bridge.devtools.simulator import SimulatorConfig, create_simulator_app
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.keys.files import generate_key, scan_key_dir
+from idp_bridge.ops.periodic import Periodic
 from idp_bridge.store import Store
 from idp_bridge.web import create_app
 
@@ -61,10 +62,15 @@ class DemoSetup:
     platform: DemoPlatform | None = None
 
     def shutdown(self) -> None:
+        """Stop the servers, then the apps' background loops (webhook delivery, purging)."""
         for server in self.servers:
             server.shutdown()
         for thread in self.threads:
             thread.join(timeout=5)
+        for server in self.servers:
+            for loop in getattr(server.app, "extensions", {}).values():
+                if isinstance(loop, Periodic):
+                    loop.stop()
 
 
 def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database_url: str | None = None,

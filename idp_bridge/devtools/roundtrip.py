@@ -1,6 +1,6 @@
-"""In-process SAML round trips for the debug console: the attribute-release preview and the "test login".
+"""The operator console's in-process "test login" (a developer tool, mounted by devtools/plugin.py).
 
-Neither touches the network. The test login plays a throwaway Huawei IAM simulator (its own key)
+It touches no network. It plays a throwaway Huawei IAM simulator (its own key)
 against this bridge's real signing keys and code path: the simulator signs an AuthnRequest, the
 bridge verifies and accepts it and issues the Response, the simulator checks it by Huawei's rules.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,50 +16,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from idp_bridge.config import ServiceProviderConfig
-from idp_bridge.diagnostics.exchanges import redacted_xml
-from idp_bridge.huawei.attributes import Customer, release_attributes
+from idp_bridge.diagnostics.preview import customer_for  # noqa: F401  (re-exported for the console)
+from idp_bridge.errors import ANY_ERROR
+from idp_bridge.huawei.attributes import Customer
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.idp.service_providers import ServiceProviderRegistry
-from idp_bridge.saml.errors import BridgeError
-from idp_bridge.saml.responses import AssertionSpec, render_response
-from idp_bridge.saml.xml import NAMEID_TRANSIENT, NS_SAML, parse_untrusted
 
 SIMULATOR_BASE = "https://iam-simulator.invalid"
 SIMULATOR_X_ACCOUNT_TYPE = "debug-console-simulator"
-
-
-def customer_for(bridge: IdentityProvider, user_id: str) -> Customer:
-    user = bridge.store.users.get(user_id)
-    if user is None:
-        raise BridgeError(f"no local user {user_id!r} (add one with `idp-bridge users add`)", code="user_unknown")
-    return Customer(user_id=user.user_id, email=user.email, name=user.name, mobile=user.mobile)
-
-
-@dataclass(frozen=True)
-class Preview:
-    sp_name: str
-    attributes: dict[str, list[str]]
-    assertion_xml: str
-
-
-def preview_assertion(bridge: IdentityProvider, customer: Customer, sp_name: str, *, now: dt.datetime | None = None) -> Preview:
-    """The Assertion this customer would receive at this SP, unsigned: same mapping and settings as a live login."""
-    now = now or dt.datetime.now(dt.UTC)
-    sp = bridge.sps.get(sp_name)
-    cfg = bridge.config
-    attributes = release_attributes(customer, cfg.attributes, partner_id=cfg.partner_id)
-    spec = AssertionSpec(
-        issuer=cfg.entity_id, destination=sp.metadata.default_acs().location, audience=sp.metadata.entity_id,
-        in_response_to="_preview-no-request", name_id="_" + secrets.token_hex(16), name_id_format=NAMEID_TRANSIENT,
-        attributes=attributes, now=now, lifetime=dt.timedelta(seconds=cfg.saml.assertion_lifetime_seconds),
-        not_before_skew=dt.timedelta(seconds=cfg.saml.clock_skew_seconds), session_index="_preview",
-        authn_instant=now, sp_name_qualifier=sp.metadata.entity_id)
-    xml = render_response(spec, bridge.keys.ring().active.signer, sign_assertion=False, sign_response=False)
-    assertion = next(parse_untrusted(xml, what="preview").iter(f"{{{NS_SAML}}}Assertion"))
-    from lxml import etree
-
-    return Preview(sp.name, {k: list(v) for k, v in attributes.items()},
-                   redacted_xml(etree.tostring(assertion)))
 
 
 @dataclass
@@ -102,7 +65,7 @@ def simulator_round_trip(bridge: IdentityProvider, customer: Customer, *, site: 
             now = dt.datetime.now(dt.UTC)
             form = trial.issue_response(pending, customer, authn_instant=now, session_index="_debug-test-login")
             result.steps.append(("bridge issues a signed Response", True, f"to {form.action}"))
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             result.steps.append(("bridge accepts the request and answers", False, f"[{exc.code}] {exc.operator}"))
             return result
         acs = client.post(urlsplit(form.action).path, data={"SAMLResponse": form.saml_response,

@@ -24,8 +24,8 @@ from idp_bridge.config import Config, ServiceProviderConfig, load_config
 from idp_bridge.diagnostics.http import HttpClient, HttpResult
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import schema_errors
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
@@ -72,7 +72,7 @@ def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
     report = Report("idp-bridge check")
     try:
         config = load_config(config_path, environ=environ)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add("config", "config valid", False, exc.operator,
                    "correct the config file as the message says, then run `idp-bridge check` again")
         return report
@@ -145,7 +145,7 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
         try:
             check_private_key_file(key_path)
             report.add(g, f"{kid} permissions", True, f"{key_path} mode {mode:04o}")
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             report.add(g, f"{kid} permissions", False, exc.operator, f"chmod 600 {key_path} (and chown it to the "
                        "user the bridge runs as); consider the key exposed if others could read it",
                        expected="0600 (owner only)", actual=f"{mode:04o}")
@@ -171,7 +171,7 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
         try:
             load_pair(key_path, cert_path, passphrase=config.key_passphrase)
             report.add(g, f"{kid} key matches certificate", True, f"{key_path.name} ↔ {cert_path.name}")
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             report.add(g, f"{kid} key matches certificate", False, exc.operator,
                        f"put the matching private key/certificate pair in {config.key_dir} (or remove the broken "
                        "pair); a pair that does not load stops the bridge from signing")
@@ -193,7 +193,7 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
         active = ring.active
         summary = ", ".join(f"{e.key_id}={e.state}" for e in ring.entries)
         report.add(g, "key states", True, f"one active key ({active.key_id}); {summary}")
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "key states", False, exc.operator,
                    "make exactly one key active (`idp-bridge keys list`, `idp-bridge keys activate KEY_ID`), "
                    "and fix or remove any pair that does not load")
@@ -226,7 +226,7 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, sta
         keys = KeyRingProvider(config, states=lambda: states)
         bridge = IdentityProvider(config, store, keys=keys)  # type: ignore[arg-type]  # store None: nothing here writes
         meta = bridge.metadata()
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "metadata builds", False, exc.operator, "fix the key problems listed above")
         return
     xml = meta.xml
@@ -261,7 +261,7 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, sta
                    expected="no private key, password or secret", actual=file_secret.group(0) if file_secret else "")
         try:
             file_entity = _entity_id_of(data)
-        except (BridgeError, ValueError) as exc:
+        except (*ANY_ERROR, ValueError) as exc:
             file_entity = f"(unreadable: {exc})"
         report.add(g, "entity ID in exported file", file_entity == config.entity_id, f"{exported}: {file_entity}",
                    "the entity ID changed since the last export: run `idp-bridge metadata export` and upload the "
@@ -285,7 +285,7 @@ def _check_our_metadata(report: Report, config: Config, store: Store | None, sta
         else:
             try:
                 served_entity = _entity_id_of(served.body)
-            except (BridgeError, ValueError) as exc:
+            except (*ANY_ERROR, ValueError) as exc:
                 served_entity = f"(unreadable: {exc})"
             report.add(g, "entity ID in served metadata", served_entity == config.entity_id,
                        f"{config.metadata_url}: {served_entity}",
@@ -365,7 +365,7 @@ def _check_sample_response(report: Report, bridge: IdentityProvider, idp_xml: by
                                now.isoformat())
         form = bridge.issue_response(pending, Customer(user_id="check-sample-customer"), authn_instant=now,
                                      session_index="_check", now=now)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.skip(g, "entity ID in responses", f"no sample Response built: {exc.operator}")
         return
     from idp_bridge.saml.bindings import decode_post
@@ -454,7 +454,7 @@ def _check_sp(report: Report, config: Config, sp: ServiceProviderConfig, fetch: 
         return
     try:
         meta: ServiceProviderMetadata = parse_sp_metadata(data)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "metadata loaded", False, exc.operator,
                    f"replace the SP metadata with a fresh copy from {_site_metadata_url(sp)}")
         return

@@ -33,8 +33,9 @@ from lxml import etree
 
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import PROTOCOL_XSD, schema_errors
-from idp_bridge.saml.bindings import DEFAULT_LIMITS, decode_redirect, verify_redirect_signature
-from idp_bridge.saml.errors import BridgeError
+from idp_bridge.errors import ANY_ERROR, AnyError, BridgeError
+from idp_bridge.saml.bindings import DEFAULT_LIMITS, decode_redirect
+from idp_bridge.saml.time import format_xs_datetime
 from idp_bridge.saml.xml import NS_SAMLP, parse_untrusted, qname
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class Decoded:
     fields: dict[str, str]
     report: Report
     attributes: dict[str, list[str]] = field(default_factory=dict)
+    #: For an AuthnRequest: the error code the bridge would refuse it with (None: accepted, or not judged).
+    refusal: str | None = None
 
     def render(self) -> str:
         head = [f"{self.kind} (from {self.source})"]
@@ -80,7 +83,7 @@ class Decoded:
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "source": self.source, "fields": self.fields, "decoded": self.pretty,
-                "attributes": self.attributes, "checks": self.report.to_dict()}
+                "attributes": self.attributes, "checks": self.report.to_dict(), "refusal": self.refusal}
 
 
 # --------------------------------------------------------------------------- reading the input
@@ -232,108 +235,109 @@ def decode_message(text: str, *, bridge: IdentityProvider | None = None, sp_name
 
 
 def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return format_xs_datetime(when)
 
 
 def _sp_for_issuer(bridge: IdentityProvider, issuer: str) -> LoadedServiceProvider | None:
     try:
         return bridge.sps.by_entity_id(issuer)
-    except BridgeError:
+    except ANY_ERROR:
         return None
+
+
+#: What to do when an AuthnRequest rule fails (the rules themselves live in saml/requests.py).
+_REQUEST_FIXES = {
+    "issuer": "add the SP with `idp-bridge sp add` (metadata of this Issuer), or check the SP metadata's entityID; "
+              "the Issuer is compared exactly (no whitespace, comments or child elements)",
+    "signature": "the SP signs with a key the configured SP metadata does not hold: refresh the SP metadata (key "
+                 "rotated at the SP), or the query was re-encoded on the way — capture the URL exactly as the "
+                 "browser requested it (the signature travels in the query: SigAlg and Signature)",
+    "destination": "the SP has another SSO URL for us: upload our current metadata in Partner Center, or set "
+                   "bridge.base_url to the address in the uploaded metadata (a signed request must name it)",
+    "protocol_binding": "only HTTP-POST responses are supported",
+    "issue_instant": "a captured old request is expected to fail this (decode it with --at TIME); live, synchronise "
+                     "the clocks (NTP)",
+    "acs": "the request names an ACS the SP metadata does not list (or not with HTTP-POST): refresh the SP metadata",
+    "name_id_policy": "we issue transient NameIDs qualified by the SP's entity ID; the SP asks for another kind "
+                      "(the bridge answers it with a signed InvalidNameIDPolicy Response)",
+}
+_NEEDS_CONFIG = ("issuer", "signature", "destination", "acs", "name_id_policy")
 
 
 def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str], bridge: IdentityProvider | None,
                    now: dt.datetime) -> Decoded:
+    from idp_bridge.errors import StatusResponseError
     from idp_bridge.saml.bindings import RedirectMessage
-    from idp_bridge.saml.requests import check_authn_request, parse_authn_request
-    from idp_bridge.saml.xml import BINDING_POST, NAMEID_TRANSIENT
+    from idp_bridge.saml.checks import NOT_CHECKED
+    from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
 
-    report = Report("IdP checks (what the bridge verifies before answering)")
+    report = Report("IdP checks (what the bridge verifies before answering: the same rules, in the same order)")
     g = "AuthnRequest"
     pretty = pretty_xml(xml)
     try:
         req = parse_authn_request(xml)
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         report.add(g, "structure", False, exc.operator, "the SP sent a malformed AuthnRequest")
-        return Decoded("AuthnRequest", cap.source, pretty, fields, report)
+        report.add(g, "verdict", False, f"refused [{exc.code}]: {exc.operator}", "see the failed checks above")
+        return Decoded("AuthnRequest", cap.source, pretty, fields, report, refusal=exc.code)
     report.add(g, "structure", True, f"ID {req.id}, Issuer {req.issuer}")
     errors = schema_errors(xml, schema=PROTOCOL_XSD)
     report.add(g, "schema-valid", not errors, "valid against the SAML 2.0 protocol schema" if not errors
                else "; ".join(errors), "the SP's AuthnRequest is not schema-valid")
     fields.update({"ID": req.id, "Issuer": req.issuer, "IssueInstant": _iso(req.issue_instant),
                    "ACS URL": req.acs_url or "(none)", "Destination": req.destination or "(none)"})
-    if bridge is None:
-        for name in ("Issuer is a configured SP", "signature", "Destination", "ACS in SP metadata", "verdict"):
-            report.skip(g, name, "no configuration: pass --config to check against configured metadata")
-    sp = _sp_for_issuer(bridge, req.issuer) if bridge is not None else None
-    if bridge is not None:
-        known = [s.name for s in bridge.config.service_providers]
-        report.add(g, "Issuer is a configured SP", sp is not None, req.issuer,
-                   "add the SP with `idp-bridge sp add` (metadata of this Issuer), or check the SP metadata's "
-                   "entityID", expected=f"entity ID of one of: {', '.join(known) or 'no SP configured'}",
-                   actual=req.issuer)
     redirect = msg if isinstance(msg, RedirectMessage) else None
     if redirect is None and cap.raw_query is not None:
         try:
             redirect = decode_redirect(cap.raw_query)
-        except BridgeError:
+        except ANY_ERROR:
             redirect = None
     if redirect is not None and redirect.sig_alg is not None:
         fields["SigAlg"] = redirect.sig_alg
-    if sp is not None:
-        certs = sp.metadata.signing_certificates
-        from idp_bridge.saml.algorithms import fingerprint
-
-        fps = ", ".join(fingerprint(c) for c in certs) or "none"
-        if redirect is None or (redirect.signature is None and redirect.sig_alg is None):
-            report.add(g, "signature", not sp.metadata.authn_requests_signed,
-                       "no SigAlg/Signature in the input" + ("" if cap.raw_query else
-                                                             " (a bare value cannot carry the query signature)"),
-                       "decode the whole redirect URL (the signature travels in the query: SigAlg and Signature)",
-                       expected=f"RSA-SHA256 query signature by {fps}", actual="unsigned")
-        else:
-            try:
-                cert = verify_redirect_signature(redirect, certs, required=sp.metadata.authn_requests_signed)
-                report.add(g, "signature", True, f"query signature ({redirect.sig_alg}) verified with "
-                           f"{fingerprint(cert) if cert else '?'}")
-            except BridgeError as exc:
-                report.add(g, "signature", False, exc.operator,
-                           "the SP signs with a key the configured SP metadata does not hold: refresh the SP "
-                           "metadata (key rotated at the SP), or the query was re-encoded on the way — capture "
-                           "the URL exactly as the browser requested it", expected=f"signed by {fps}",
-                           actual=exc.operator)
-    if bridge is not None:
-        sso = bridge.config.sso_url
-        report.add(g, "Destination", req.destination in (None, sso), req.destination or "(absent)",
-                   "the SP has another SSO URL for us: upload our current metadata in Partner Center, or set "
-                   "bridge.base_url to the address in the uploaded metadata", expected=sso,
-                   actual=req.destination or "(absent)")
-    report.add(g, "ProtocolBinding", req.protocol_binding in (None, BINDING_POST), req.protocol_binding or "(absent)",
-               "only HTTP-POST responses are supported", expected=BINDING_POST,
-               actual=req.protocol_binding or "(absent)")
-    report.add(g, "NameIDPolicy Format", req.name_id_format in (None, NAMEID_TRANSIENT),
-               req.name_id_format or "(absent)", "Huawei asks for transient NameIDs; check the SP",
-               expected=NAMEID_TRANSIENT, actual=req.name_id_format or "(absent)")
-    if sp is not None:
-        listed = list(sp.metadata.acs_locations)
-        ok = req.acs_url is None or req.acs_url in listed
-        report.add(g, "ACS in SP metadata", ok, req.acs_url or "(absent: default ACS)",
-                   "the request names an ACS the SP metadata does not list: refresh the SP metadata",
-                   expected=" or ".join(listed), actual=req.acs_url or "(absent)")
+    sp = _sp_for_issuer(bridge, req.issuer) if bridge is not None else None
     skew = dt.timedelta(seconds=bridge.config.saml.clock_skew_seconds) if bridge is not None else \
         dt.timedelta(minutes=3)
-    fresh = now - skew <= req.issue_instant <= now + skew
-    report.add(g, "IssueInstant", fresh, _iso(req.issue_instant),
-               "a captured old request is expected to fail this (decode it with --at TIME); live, synchronise the "
-               "clocks (NTP)", expected=f"{_iso(now - skew)} … {_iso(now + skew)}", actual=_iso(req.issue_instant))
+    verdict = judge_authn_request(
+        req, sp=sp.metadata if sp is not None else None, sso_urls=[bridge.config.sso_url] if bridge else [],
+        now=now, skew=skew, redirect=redirect,
+        known_entity_ids=[s.metadata.entity_id for s in _loaded_sps(bridge)] if bridge else ())
+    for c in verdict.checks:
+        if bridge is None and c.name in _NEEDS_CONFIG:
+            report.skip(g, c.name, "no configuration: pass --config to check against configured metadata")
+        elif c.actual.startswith(NOT_CHECKED):
+            report.skip(g, c.name, c.actual)
+        else:
+            detail = c.actual if c.ok else c.detail
+            if c.name == "signature" and c.code == "signature_missing":
+                detail = "no SigAlg/Signature in the input" + ("" if cap.raw_query else
+                                                               " (a bare value cannot carry the query signature)")
+            report.add(g, c.name, c.ok, detail, _REQUEST_FIXES[c.name], expected=c.expected, actual=c.actual)
     report.skip(g, "ID not seen before", "decode never consumes the ID; the bridge accepts each ID once")
-    if sp is not None and bridge is not None:
+    refusal: str | None = None
+    if bridge is None:
+        report.skip(g, "verdict", "no configuration: pass --config to check against configured metadata")
+    else:
         try:
-            accepted = check_authn_request(req, sp=sp.metadata, sso_urls=[bridge.config.sso_url], now=now, skew=skew)
+            accepted = verdict.accept()
             report.add(g, "verdict", True, f"accepted; the Response would go to {accepted.acs_url}")
-        except BridgeError as exc:
+        except StatusResponseError as exc:
+            refusal = exc.code
+            report.add(g, "verdict", False, f"refused [{exc.code}]: answered with a signed Response "
+                       f"(status {exc.sub_status}) to {exc.acs_url}: {exc.operator}", "see the failed checks above")
+        except ANY_ERROR as exc:
+            refusal = exc.code
             report.add(g, "verdict", False, f"refused [{exc.code}]: {exc.operator}", "see the failed checks above")
-    return Decoded("AuthnRequest", cap.source, pretty, fields, report)
+    return Decoded("AuthnRequest", cap.source, pretty, fields, report, refusal=refusal)
+
+
+def _loaded_sps(bridge: IdentityProvider) -> list[LoadedServiceProvider]:
+    loaded = []
+    for sp in bridge.config.service_providers:
+        try:
+            loaded.append(bridge.sps.get(sp.name))
+        except ANY_ERROR:
+            continue
+    return loaded
 
 
 _RESPONSE_FIXES = {
@@ -385,7 +389,7 @@ def _pick_sp(bridge: IdentityProvider, destination: str, sp_name: str | None) ->
     for sp in bridge.config.service_providers:
         try:
             loaded = bridge.sps.get(sp.name)
-        except BridgeError:
+        except ANY_ERROR:
             continue
         if destination in loaded.metadata.acs_locations:
             return loaded
@@ -414,16 +418,16 @@ def _bind_request(cap: Captured, fields: dict[str, str], bridge: IdentityProvide
                     "no Signature in the input: decode the whole form (bindRequest, SigAlg, Signature)")
         return Decoded("bindRequest", cap.source, pretty, fields, report)
     certs: list[tuple[str, Sequence[object]]] = []
-    last: BridgeError | None = None
+    last: AnyError | None = None
     for sp_cfg in bridge.config.service_providers:
         try:
             sp = bridge.sps.get(sp_cfg.name)
-        except BridgeError:
+        except ANY_ERROR:
             continue
         certs.append((sp.name, sp.metadata.signing_certificates))
         try:
             note = verify_bind_notification(cap.params, sp.metadata.signing_certificates)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             last = exc
             continue
         report.add(g, "signature", True, f"verified with SP {sp.name}'s certificate {fingerprint(note.certificate)} "

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.bindings import decode_post, decode_redirect
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.xml import NS_DS, NS_SAML, parse_untrusted
 from idp_bridge.store import Store
 
@@ -90,7 +90,7 @@ def authn_request_exchange(raw_query: str, *, path: str, status: int, correlatio
                    "ACS": root.get("AssertionConsumerServiceURL") or "", "Destination": root.get("Destination") or "",
                    "SigAlg": msg.sig_alg or "(unsigned)", "RelayState": "present" if msg.relay_state else "absent"}
         return Exchange(now, "AuthnRequest", path, status, correlation_id, summary, {}, redacted_xml(msg.xml))
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         return Exchange(now, "AuthnRequest", path, status, correlation_id, error=exc.operator)
 
 
@@ -104,7 +104,7 @@ def response_exchange(saml_response: str, *, action: str, path: str, status: int
                    "Destination": root.get("Destination") or action, "Audience": audience,
                    "Issuer": _text(root, "Issuer"), "NameID": REDACTED}
         return Exchange(now, "Response", path, status, correlation_id, summary, _attributes(root), redacted_xml(xml))
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         return Exchange(now, "Response", path, status, correlation_id, error=exc.operator)
 
 

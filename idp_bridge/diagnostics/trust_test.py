@@ -19,24 +19,18 @@ certificate the SP signs with against the one the bridge holds.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import re
-import socketserver
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-from werkzeug.serving import WSGIRequestHandler
-
 from idp_bridge.diagnostics.http import HttpClient, HttpResult
 from idp_bridge.diagnostics.report import Report
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.bindings import decode_post, decode_redirect, verify_redirect_signature
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.requests import parse_authn_request
 from idp_bridge.saml.response_checks import IdpMetadata, check_response, parse_idp_metadata
@@ -170,7 +164,7 @@ class TrustTest:
                             "check the base URL and that the bridge runs", expected="200", actual=str(res.status))
         try:
             self.idp = parse_idp_metadata(res.body)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             raise self.fail(name, exc.operator, "run `idp-bridge check` on the bridge host") from exc
         self.ok(name, f"entity ID {self.idp.entity_id}, {len(self.idp.signing_certificates)} signing "
                 f"certificate(s), SSO {self.idp.sso_redirect_url}")
@@ -226,7 +220,7 @@ class TrustTest:
         meta = self.get(name, meta_url)
         try:
             self.sp_meta = parse_sp_metadata(meta.body)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             raise self.fail(name, f"SP metadata at {meta_url}: {exc.operator}", "check the SP's login URL") from exc
         res = self.get(name, self.login_link)
         target = res.location or ""
@@ -240,7 +234,7 @@ class TrustTest:
             msg = decode_redirect(target.split("?", 1)[1])
             req = parse_authn_request(msg.xml)
             cert = verify_redirect_signature(msg, self.sp_meta.signing_certificates, required=True)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             raise self.fail(name, exc.operator, "the SP's request does not verify against its own metadata") from exc
         self.request_id = req.id
         self.sso_url = target
@@ -255,7 +249,7 @@ class TrustTest:
             path = cfg.metadata_dir / f"sp-{sp.name}.xml" if sp.metadata_is_url else Path(sp.metadata)
             try:
                 held = parse_sp_metadata(path.read_bytes())
-            except (OSError, BridgeError):
+            except (OSError, *ANY_ERROR):
                 continue
             if held.entity_id != self.sp_meta.entity_id:
                 continue
@@ -394,66 +388,3 @@ def _simulator_refusal(t: TrustTest) -> str | None:
 def run_against(base_url: str, *, user: str, password: str, sp: str | None = None,
                 bridge: IdentityProvider | None = None) -> Report:
     return TrustTest(base_url, user=user, password=password, sp=sp, bridge=bridge).run()
-
-
-_Handler = Callable[..., socketserver.BaseRequestHandler]
-
-
-class _MuteApps(logging.Filter):
-    """Drops records logged while one of these Flask apps handles a request (in that request's thread)."""
-
-    def __init__(self, app_ids: set[int]) -> None:
-        super().__init__()
-        self.app_ids = app_ids
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from flask import current_app, has_app_context
-
-        return not (has_app_context() and id(current_app._get_current_object()) in self.app_ids)  # type: ignore[attr-defined]
-
-
-def _quiet(handler: _Handler) -> _Handler:
-    """The server's request handler without werkzeug's per-request log line (errors are still logged)."""
-    if not isinstance(handler, type) or not issubclass(handler, WSGIRequestHandler):
-        return handler  # type: ignore[return-value]  # narrowed to type[object] by isinstance; unchanged
-    base: type[WSGIRequestHandler] = handler
-
-    class Quiet(base):  # type: ignore[valid-type,misc]  # a subclass of the server's own handler class
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            pass
-
-    return Quiet
-
-
-def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = None) -> Report:
-    """Start the demo (bridge + Huawei IAM simulator) in-process on free ports, run the journey, stop."""
-    import socket
-
-    from idp_bridge.devtools.demo import DEMO_USERS, prepare_demo, start_demo
-    from idp_bridge.idp.identity_provider import IdentityProvider
-    from idp_bridge.store import Store
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    with tempfile.TemporaryDirectory(prefix="idp-bridge-trust-") as tmp:
-        setup = start_demo(prepare_demo(workdir or Path(tmp), port=free_port(), simulator_port=free_port(),
-                                         platform_port=free_port()))
-        # This throwaway bridge and simulator write nothing to the terminal: no werkzeug request lines, no
-        # audit JSON lines (the report says it all). Only these servers: other servers and apps still log.
-        for server in setup.servers:
-            server.RequestHandlerClass = _quiet(server.RequestHandlerClass)
-        mute = _MuteApps({id(server.app) for server in setup.servers})
-        audit_log = logging.getLogger("idp_bridge.audit")
-        audit_log.addFilter(mute)
-        store = Store.from_url(setup.config.database_url)
-        try:
-            user = DEMO_USERS[0]
-            return run_against(setup.bridge_url, user=user.user_id, password=user.password, sp=sp,
-                               bridge=IdentityProvider(setup.config, store))
-        finally:
-            audit_log.removeFilter(mute)
-            setup.shutdown()
-            store.dispose()

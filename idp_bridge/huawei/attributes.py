@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from idp_bridge.saml.errors import BridgeError
+from idp_bridge.errors import BridgeError
 
 
 @dataclass(frozen=True)

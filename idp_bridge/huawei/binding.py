@@ -19,8 +19,8 @@ from urllib.parse import quote, quote_plus
 
 from cryptography import x509
 
+from idp_bridge.errors import RequestError, SignatureError
 from idp_bridge.saml.algorithms import RSA_SHA256, signature_algorithm, verify_detached
-from idp_bridge.saml.errors import RequestError, SignatureError
 
 MAX_BIND_REQUEST = 16 * 1024  # base64 characters
 MAX_SIGNATURE = 2048  # base64 characters (a 8192-bit RSA signature is 1368)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
-from idp_bridge.saml.errors import RequestError
+from idp_bridge.errors import RequestError
 
 
 def encode_uri_component(value: str) -> str:

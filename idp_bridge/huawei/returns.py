@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from idp_bridge.saml.errors import ConfigError
+from idp_bridge.errors import ConfigError
 
 MAX_VALUE_LENGTH = 256
 MAX_VALUES = 20

@@ -8,26 +8,36 @@ raises one typed ``BridgeError``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from idp_bridge.config import Config
+from idp_bridge.errors import ReplayError, RequestError, StatusResponseError
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
-from idp_bridge.saml.bindings import decode_redirect, encode_post, verify_redirect_signature
-from idp_bridge.saml.errors import ReplayError
+from idp_bridge.saml.bindings import decode_redirect, encode_post
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
-from idp_bridge.saml.requests import check_authn_request, parse_authn_request
-from idp_bridge.saml.responses import STATUS_NO_PASSIVE, build_error_response, build_response
+from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
+from idp_bridge.saml.responses import (
+    STATUS_NO_PASSIVE,
+    STATUS_REQUESTER,
+    STATUS_RESPONDER,
+    build_error_response,
+    build_response,
+)
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
 from idp_bridge.store import Store
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,255}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,18 @@ class PostForm:
     action: str
     saml_response: str
     relay_state: str | None
+
+
+class AnsweredRefusal(RequestError):
+    """A trusted AuthnRequest refused with a signed Response (``form``) for the SP's ACS, not an error page.
+
+    The request's ID is already claimed. The web layer auto-POSTs ``form``; left unhandled it is a 400.
+    """
+
+    def __init__(self, operator: str, *, code: str, pending: PendingLogin, form: PostForm) -> None:
+        super().__init__(operator, code=code)
+        self.pending = pending
+        self.form = form
 
 
 @dataclass(frozen=True)
@@ -109,25 +131,65 @@ class IdentityProvider:
 
     # -- SSO ----------------------------------------------------------------------------------
     def accept_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
-        """Decode, verify and check an HTTP-Redirect AuthnRequest, and claim its ID once."""
+        """Decode, verify and check an HTTP-Redirect AuthnRequest, and claim its ID once.
+
+        The rules are :func:`~idp_bridge.saml.requests.judge_authn_request`'s (the ones ``decode`` shows);
+        the first that fails is raised. A request we trust but whose NameIDPolicy we cannot satisfy raises
+        :class:`AnsweredRefusal` carrying the signed ``InvalidNameIDPolicy`` Response for its ACS.
+        """
         now = now or utcnow()
         msg = decode_redirect(raw_query)
         request = parse_authn_request(msg.xml)
         sp = self.sps.by_entity_id(request.issuer)
-        verify_redirect_signature(msg, sp.metadata.signing_certificates,
-                                  required=sp.metadata.authn_requests_signed)
         skew = dt.timedelta(seconds=self.config.saml.clock_skew_seconds)
-        accepted = check_authn_request(request, sp=sp.metadata, sso_urls=[self.config.sso_url], now=now, skew=skew)
-        expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
-        if not self.store.replay.claim("authn_request", request.id, issuer=request.issuer, expires_at=expires, now=now):
-            raise ReplayError(f"AuthnRequest ID {request.id!r} from {request.issuer!r} was already used; "
-                              "each request is accepted once", code="request_replayed")
+        verdict = judge_authn_request(request, sp=sp.metadata, sso_urls=[self.config.sso_url], now=now, skew=skew,
+                                      redirect=msg)
+        try:
+            accepted = verdict.accept()
+        except StatusResponseError as exc:
+            self._claim(request.id, request.issuer, now, skew)
+            pending = PendingLogin(sp.name, sp.metadata.entity_id, request.id, exc.acs_url, msg.relay_state,
+                                   now.isoformat())
+            form = self.issue_status(pending, sub_status=exc.sub_status, message=None, now=now)
+            raise AnsweredRefusal(exc.operator, code=exc.code, pending=pending, form=form) from exc
+        self._claim(request.id, request.issuer, now, skew)
         return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
                             now.isoformat(), force_authn=request.force_authn, is_passive=request.is_passive)
+
+    def _claim(self, request_id: str, issuer: str, now: dt.datetime, skew: dt.timedelta) -> None:
+        if not _REQUEST_ID.fullmatch(request_id):  # it is stored (replay) and echoed (InResponseTo): bounded
+            raise RequestError(f"AuthnRequest ID {request_id[:40]!r}… ({len(request_id)} characters) is not an "
+                               "xs:ID of at most 256 ASCII letters, digits, '_', '-', '.'", code="request_id_invalid")
+        expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
+        if not self.store.replay.claim("authn_request", request_id, issuer=issuer, expires_at=expires, now=now):
+            raise ReplayError(f"AuthnRequest ID {request_id!r} from {issuer!r} was already used; "
+                              "each request is accepted once", code="request_replayed")
+
+    def pending_login(self, data: dict[str, Any], *, now: dt.datetime | None = None) -> PendingLogin:
+        """The pending login a session holds, refused once older than ``saml.pending_login_max_age_seconds``.
+
+        An abandoned sign-in must not be answered much later (the SP gave up on it long ago, and a
+        Response then is a Response nobody waits for).
+        """
+        pending = PendingLogin.from_dict(data)
+        self.check_pending_age(pending, now=now)
+        return pending
+
+    def check_pending_age(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> None:
+        now = now or utcnow()
+        max_age = dt.timedelta(seconds=self.config.saml.pending_login_max_age_seconds)
+        received = dt.datetime.fromisoformat(pending.received_at)
+        if now - received > max_age:
+            raise RequestError(f"pending sign-in for AuthnRequest {pending.request_id} from SP {pending.sp_name} "
+                               f"was received at {received.isoformat(timespec='seconds')}, "
+                               f"{int((now - received).total_seconds())} s ago; requests older than "
+                               f"{int(max_age.total_seconds())} s (saml.pending_login_max_age_seconds) are not "
+                               "answered", code="pending_login_expired")
 
     def issue_response(self, pending: PendingLogin, customer: Customer, *, authn_instant: dt.datetime,
                        session_index: str, now: dt.datetime | None = None) -> PostForm:
         now = now or utcnow()
+        self.check_pending_age(pending, now=now)
         sp = self.sps.get(pending.sp_name)
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
         xml = build_response(
@@ -153,9 +215,16 @@ class IdentityProvider:
 
     def issue_no_passive(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> PostForm:
         """IsPassive and nobody (freshly) signed in: tell the SP so, signed, instead of showing a login page."""
+        return self.issue_status(pending, status=STATUS_RESPONDER, sub_status=STATUS_NO_PASSIVE, now=now)
+
+    def issue_status(self, pending: PendingLogin, *, sub_status: str, status: str = STATUS_REQUESTER,
+                     message: str | None = None, now: dt.datetime | None = None) -> PostForm:
+        """A signed Response without an Assertion (``status``/``sub_status``) for the pending request's ACS."""
+        now = now or utcnow()
+        self.check_pending_age(pending, now=now)
         xml = build_error_response(issuer=self.config.entity_id, destination=pending.acs_url,
-                                   in_response_to=pending.request_id, now=now or utcnow(),
-                                   sub_status=STATUS_NO_PASSIVE, signer=self.keys.ring().active.signer)
+                                   in_response_to=pending.request_id, now=now, status=status,
+                                   sub_status=sub_status, message=message, signer=self.keys.ring().active.signer)
         return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
 
     # -- console jump -----------------------------------------------------------------------

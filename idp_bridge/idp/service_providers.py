@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from idp_bridge.config import Config, ServiceProviderConfig
+from idp_bridge.errors import MetadataError, RequestError
 from idp_bridge.huawei.sites import Site, site
-from idp_bridge.saml.errors import MetadataError, RequestError
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.xml import MAX_XML_BYTES
 

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from idp_bridge.errors import KeyRingError, SigningKeyError
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import KeyError_
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 STATES = ("next", "active", "retiring", "retired")
@@ -92,7 +92,7 @@ class KeyRing:
         active = [e for e in self.entries if e.state == "active"]
         if len(active) != 1:
             ids = ", ".join(e.key_id for e in active) or "none"
-            raise KeyError_(f"exactly one signing key must be active; active now: {ids}", code="key_no_active")
+            raise KeyRingError(f"exactly one signing key must be active; active now: {ids}", code="key_no_active")
         return active[0]
 
     @property
@@ -105,7 +105,7 @@ class KeyRing:
         for e in self.entries:
             if e.key_id == key_id:
                 return e
-        raise KeyError_(f"no key {key_id!r} in the key ring (have: {', '.join(e.key_id for e in self.entries)})",
+        raise KeyRingError(f"no key {key_id!r} in the key ring (have: {', '.join(e.key_id for e in self.entries)})",
                         code="key_unknown")
 
 
@@ -113,7 +113,7 @@ def check_private_key_file(path: Path) -> None:
     """Refuse a private key file that group or others may read or write."""
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyError_(f"private key {str(path)!r} has mode {stat.S_IMODE(mode):04o}; it must be readable by its "
+        raise KeyRingError(f"private key {str(path)!r} has mode {stat.S_IMODE(mode):04o}; it must be readable by its "
                         f"owner only (chmod 600 {str(path)!r})", code="key_file_permissions")
 
 
@@ -123,23 +123,23 @@ def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None)
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise KeyError_(f"certificate {str(cert_path)!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
+        raise KeyRingError(f"certificate {str(cert_path)!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
     try:
         private_key = serialization.load_pem_private_key(
             key_path.read_bytes(), password=passphrase.encode() if passphrase else None)
     except TypeError as exc:
-        raise KeyError_(f"private key {str(key_path)!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
+        raise KeyRingError(f"private key {str(key_path)!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
                         "IDP_BRIDGE_KEY_PASSPHRASE_FILE)", code="key_passphrase") from exc
     except (OSError, ValueError) as exc:
-        raise KeyError_(f"private key {str(key_path)!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
+        raise KeyRingError(f"private key {str(key_path)!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
     if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise KeyError_(f"private key {str(key_path)!r} is {type(private_key).__name__}; expected RSA or ECDSA",
+        raise KeyRingError(f"private key {str(key_path)!r} is {type(private_key).__name__}; expected RSA or ECDSA",
                         code="key_algorithm")
     check_certificate_key(cert, str(cert_path))
     try:
         return PrivateKeySigner(private_key, cert, key_id=key_id_for(cert)), cert
-    except KeyError_ as exc:
-        raise KeyError_(f"{str(key_path)!r}: {exc.operator}", code=exc.code) from exc
+    except SigningKeyError as exc:
+        raise KeyRingError(f"{str(key_path)!r}: {exc.operator}", code=exc.code) from exc
 
 
 def check_certificate_key(cert: x509.Certificate, where: str) -> None:
@@ -147,17 +147,17 @@ def check_certificate_key(cert: x509.Certificate, where: str) -> None:
     public = cert.public_key()
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < MIN_RSA_BITS:
-            raise KeyError_(f"{where}: RSA key is {public.key_size} bits; at least {MIN_RSA_BITS} bits are "
+            raise KeyRingError(f"{where}: RSA key is {public.key_size} bits; at least {MIN_RSA_BITS} bits are "
                             "required (Huawei recommends RSA >= 2048)", code="key_too_small")
     elif not isinstance(public, ec.EllipticCurvePublicKey):
-        raise KeyError_(f"{where}: the certificate holds a {type(public).__name__}; expected RSA or ECDSA",
+        raise KeyRingError(f"{where}: the certificate holds a {type(public).__name__}; expected RSA or ECDSA",
                         code="key_algorithm")
 
 
 def check_not_expired(cert: x509.Certificate, where: str, now: dt.datetime | None = None) -> None:
     now = now or dt.datetime.now(dt.UTC)
     if cert.not_valid_after_utc <= now:
-        raise KeyError_(f"{where}: certificate {fingerprint(cert)} expired at "
+        raise KeyRingError(f"{where}: certificate {fingerprint(cert)} expired at "
                         f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ} (now {now:%Y-%m-%dT%H:%M:%SZ}); "
                         "an SP refuses its signatures", code="key_expired")
 
@@ -180,7 +180,7 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
     """Load the key ring from ``key_dir`` (plus ``extra_signers``, e.g. PKCS#11 keys).
 
     A refused key is listed in ``KeyRing.problems``, and a key that ``previous`` held is kept as it
-    was loaded then. ``strict`` (start-up): a refused *active* key raises KeyError_ instead, since
+    was loaded then. ``strict`` (start-up): a refused *active* key raises KeyRingError instead, since
     nothing could sign; a refused next or retiring key only drops out, so a bad file beside the
     signing key can never stop a worker from (re)starting.
     """
@@ -192,7 +192,7 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
     entries: list[KeyEntry] = []
     problems: list[KeyProblem] = []
 
-    def refuse(kid: str, path: str, state: str, exc: KeyError_) -> None:
+    def refuse(kid: str, path: str, state: str, exc: KeyRingError | SigningKeyError) -> None:
         if strict and state == "active":
             raise exc
         problems.append(KeyProblem(kid, path, exc.code, exc.operator))
@@ -209,11 +209,11 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
             signer, cert = load_pair(key_path, cert_path, passphrase=passphrase)
             kid = key_id_for(cert)
             if kid != file_id:
-                raise KeyError_(f"{str(cert_path)!r} holds certificate {kid}, not {file_id} (the file name "
+                raise KeyRingError(f"{str(cert_path)!r} holds certificate {kid}, not {file_id} (the file name "
                                 "must be the key id)", code="key_id_mismatch")
             if state == "active":
                 check_not_expired(cert, str(cert_path), now)
-        except KeyError_ as exc:
+        except (KeyRingError, SigningKeyError) as exc:
             refuse(file_id, str(key_path), state, exc)
             continue
         entries.append(KeyEntry(kid, cert, signer, key_path, cert_path, state))
@@ -225,13 +225,13 @@ def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
             check_certificate_key(signer.certificate, f"PKCS#11 key {signer.key_id}")
             if state == "active":
                 check_not_expired(signer.certificate, f"PKCS#11 key {signer.key_id}", now)
-        except KeyError_ as exc:
+        except (KeyRingError, SigningKeyError) as exc:
             refuse(signer.key_id, f"pkcs11:{signer.key_id}", state, exc)
             continue
         entries.append(KeyEntry(signer.key_id, signer.certificate, signer, Path(f"pkcs11:{signer.key_id}"),
                                 Path(f"pkcs11:{signer.key_id}"), state))
     if not entries and not problems:
-        raise KeyError_(f"no usable signing key in {str(key_dir)!r} (states: "
+        raise KeyRingError(f"no usable signing key in {str(key_dir)!r} (states: "
                         f"{', '.join(f'{k}={v}' for k, v in sorted(states.items())) or 'none recorded'}); "
                         "run `idp-bridge init` or `idp-bridge keys new`", code="key_none")
     return KeyRing(tuple(entries), tuple(problems))
@@ -248,7 +248,7 @@ def _new_private_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePriv
         return ec.generate_private_key(ec.SECP256R1())
     if algorithm.startswith("rsa-") and algorithm in ALGORITHMS:
         return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
-    raise KeyError_(f"key algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}", code="key_algorithm")
+    raise KeyRingError(f"key algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}", code="key_algorithm")
 
 
 def self_signed_certificate(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *, common_name: str,

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from idp_bridge.config import Pkcs11KeyConfig
+from idp_bridge.errors import KeyRingError, SigningKeyError
 from idp_bridge.keys.files import check_certificate_key, key_id_for
 from idp_bridge.saml import algorithms
-from idp_bridge.saml.errors import KeyError_
 
 _LIBS: dict[str, Any] = {}
 _LOGINS: dict[tuple[str, str], str] = {}
@@ -40,7 +40,7 @@ def _lib(module: Path) -> Any:
             try:
                 _LIBS[str(module)] = pkcs11.lib(str(module))
             except Exception as exc:
-                raise KeyError_(f"PKCS#11 module {str(module)!r} cannot be loaded: {exc}",
+                raise KeyRingError(f"PKCS#11 module {str(module)!r} cannot be loaded: {exc}",
                                 code="hsm_module") from exc
         return _LIBS[str(module)]
 
@@ -65,28 +65,28 @@ class Pkcs11Signer:
             except pkcs11.exceptions.UserAlreadyLoggedIn:
                 # A login is per process and token: share it, but only with the PIN that logged in.
                 if not hmac.compare_digest(_LOGINS.get(login, ""), pin):
-                    raise KeyError_(f"{where}: the PIN differs from the one this process logged in with",
+                    raise KeyRingError(f"{where}: the PIN differs from the one this process logged in with",
                                     code="hsm_key") from None
                 self._session = token.open()
             key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
-        except KeyError_:
+        except (KeyRingError, SigningKeyError):
             raise
         except Exception as exc:  # python-pkcs11 raises PKCS11Error subclasses and plain RuntimeErrors
-            raise KeyError_(f"{where}: cannot open or find the private key: {type(exc).__name__} {exc}",
+            raise KeyRingError(f"{where}: cannot open or find the private key: {type(exc).__name__} {exc}",
                             code="hsm_key") from exc
         self._key = key
         self._prehash = False
         self._lock = threading.Lock()  # one session, used by one thread at a time
         if isinstance(public, rsa.RSAPublicKey):
             if key.key_type != KeyType.RSA:
-                raise KeyError_(f"{where} is {key.key_type.name}; the certificate holds an RSA key",
+                raise KeyRingError(f"{where} is {key.key_type.name}; the certificate holds an RSA key",
                                 code="key_cert_mismatch")
             self._check_rsa_match(where, public, pkcs11, Attribute, ObjectClass)
             self._mechanism = Mechanism.SHA256_RSA_PKCS
             self.algorithm = algorithms.RSA_SHA256
         elif isinstance(public, ec.EllipticCurvePublicKey):
             if key.key_type != KeyType.EC:
-                raise KeyError_(f"{where} is {key.key_type.name}; the certificate holds an ECDSA key",
+                raise KeyRingError(f"{where} is {key.key_type.name}; the certificate holds an ECDSA key",
                                 code="key_cert_mismatch")
             self._check_ec_match(where, public, pkcs11, ObjectClass)
             # CKM_ECDSA over a SHA-256 digest made here: SoftHSM2 (and many HSMs) lack CKM_ECDSA_SHA256, and
@@ -104,10 +104,10 @@ class Pkcs11Signer:
             token_public = self._session.get_key(object_class=object_class.PUBLIC_KEY, label=self._key.label)
             modulus = int.from_bytes(token_public[attribute.MODULUS], "big")
         except pkcs11.PKCS11Error as exc:
-            raise KeyError_(f"{where}: no public key with the same label to check against the certificate "
+            raise KeyRingError(f"{where}: no public key with the same label to check against the certificate "
                             f"({type(exc).__name__})", code="hsm_key") from exc
         if modulus != public.public_numbers().n:
-            raise KeyError_(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
+            raise KeyRingError(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
 
     def _check_ec_match(self, where: str, public: ec.EllipticCurvePublicKey, pkcs11: Any,
                         object_class: Any) -> None:
@@ -118,16 +118,16 @@ class Pkcs11Signer:
             token_public = self._session.get_key(object_class=object_class.PUBLIC_KEY, label=self._key.label)
             token_key = serialization.load_der_public_key(encode_ec_public_key(token_public))
         except pkcs11.PKCS11Error as exc:
-            raise KeyError_(f"{where}: no public key with the same label to check against the certificate "
+            raise KeyRingError(f"{where}: no public key with the same label to check against the certificate "
                             f"({type(exc).__name__})", code="hsm_key") from exc
         except ValueError as exc:  # EC_PARAMS/EC_POINT that do not decode, or an unsupported curve
-            raise KeyError_(f"{where}: the token's EC public key cannot be read: {exc}", code="hsm_key") from exc
+            raise KeyRingError(f"{where}: the token's EC public key cannot be read: {exc}", code="hsm_key") from exc
         if not isinstance(token_key, ec.EllipticCurvePublicKey) or token_key.curve.name != public.curve.name:
             got = token_key.curve.name if isinstance(token_key, ec.EllipticCurvePublicKey) else "not EC"
-            raise KeyError_(f"{where}: the token's key is on curve {got}; the certificate's on {public.curve.name}",
+            raise KeyRingError(f"{where}: the token's key is on curve {got}; the certificate's on {public.curve.name}",
                             code="key_cert_mismatch")
         if token_key.public_numbers() != public.public_numbers():
-            raise KeyError_(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
+            raise KeyRingError(f"{where}: the token's key does not match the certificate", code="key_cert_mismatch")
 
     def sign(self, data: bytes) -> bytes:
         if self._prehash:
@@ -142,12 +142,12 @@ def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = N
     env = os.environ if environ is None else environ
     pin = env.get(item.pin_env)
     if not pin:
-        raise KeyError_(f"PKCS#11 key {item.key_label!r}: the PIN environment variable {item.pin_env} is not set",
+        raise KeyRingError(f"PKCS#11 key {item.key_label!r}: the PIN environment variable {item.pin_env} is not set",
                         code="hsm_pin")
     try:
         cert = x509.load_pem_x509_certificate(item.certificate.read_bytes())
     except (OSError, ValueError) as exc:
-        raise KeyError_(f"PKCS#11 key {item.key_label!r}: certificate {str(item.certificate)!r} cannot be read "
+        raise KeyRingError(f"PKCS#11 key {item.key_label!r}: certificate {str(item.certificate)!r} cannot be read "
                         f"as PEM: {exc}", code="key_cert_unreadable") from exc
     return Pkcs11Signer(module=item.module, token_label=item.token_label, key_label=item.key_label, pin=pin,
                         certificate=cert)

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from idp_bridge.config import Config
+from idp_bridge.errors import ANY_ERROR, KeyRingError, SigningKeyError
 from idp_bridge.keys.files import KeyProblem, KeyRing, expiring, load_key_ring
-from idp_bridge.saml.errors import BridgeError, KeyError_
 from idp_bridge.saml.signing import Signer
 
 log = logging.getLogger("idp_bridge.keys")
@@ -67,10 +67,10 @@ class KeyRingProvider:
             fresh = self.load(strict=first)
             try:
                 fresh.active  # noqa: B018 - a ring with no single usable active key is not good
-            except KeyError_ as exc:
+            except (KeyRingError, SigningKeyError) as exc:
                 why = "; ".join(f"key {p.key_id} refused: {p.message} [{p.code}]" for p in fresh.problems)
-                raise KeyError_(f"{exc.operator}{' (' + why + ')' if why else ''}", code=exc.code) from exc
-        except BridgeError as exc:
+                raise KeyRingError(f"{exc.operator}{' (' + why + ')' if why else ''}", code=exc.code) from exc
+        except ANY_ERROR as exc:
             self.last_error = str(exc)
             if first:
                 raise

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from idp_bridge.config import ServiceProviderConfig
+from idp_bridge.errors import ANY_ERROR, KeyRingError, SigningKeyError
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.keys.files import (
     PUBLISHED_STATES,
@@ -36,7 +37,6 @@ from idp_bridge.keys.files import (
 )
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import ECDSA_SHA256
-from idp_bridge.saml.errors import BridgeError, KeyError_
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.store.keyring import KeyStateRecord, MetadataFetch
 
@@ -143,7 +143,7 @@ class Rotation:
         if len(ids) == 1:
             try:
                 self.store.keyring.register(ids[0], state="active", now=now or utcnow())
-            except KeyError_ as exc:
+            except (KeyRingError, SigningKeyError) as exc:
                 if exc.code not in ("key_exists", "key_active_exists"):  # another command recorded it first
                     raise
 
@@ -168,7 +168,7 @@ class Rotation:
         for sp in self.config.service_providers:
             try:
                 meta = self.bridge.sps.get(sp.name).metadata
-            except BridgeError as exc:
+            except ANY_ERROR as exc:
                 unsupported.append(sp.name)
                 blockers.append(f"key {key_id} is ECDSA and SP {sp.name!r} metadata cannot be read to see whether "
                                 f"it accepts ECDSA: {exc.operator}")
@@ -189,7 +189,7 @@ class Rotation:
             listed = ", ".join(f"{state} {kid}" for kid, state in sorted(published.items(),
                                                                          key=lambda kv: order[kv[1]]))
             retirable = [k for k, st in published.items() if st != "active"]
-            raise KeyError_(f"refusing to {adding}: the metadata already lists {len(published)} signing keys "
+            raise KeyRingError(f"refusing to {adding}: the metadata already lists {len(published)} signing keys "
                             f"({listed}) and holds at most {MAX_PUBLISHED_KEYS} (next, active, retiring). "
                             "Retire one first: `idp-bridge keys retire ID` ("
                             f"{' or '.join(retirable) or 'a next or retiring key'}; a retiring key after its "
@@ -246,7 +246,7 @@ class Rotation:
                                                 algorithm=algorithm, days=days, passphrase=self.config.key_passphrase)
         try:
             self.store.keyring.register(kid, state="next", now=now)
-        except KeyError_:  # e.g. another command filled the ring meanwhile: leave no stray key behind
+        except (KeyRingError, SigningKeyError):  # e.g. another command filled the ring meanwhile: leave no stray key behind
             cert_path.unlink(missing_ok=True)
             key_path.unlink(missing_ok=True)
             raise
@@ -261,32 +261,32 @@ class Rotation:
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError as exc:
-            raise KeyError_(f"the certificate is not PEM: {exc}", code="key_cert_unreadable") from exc
+            raise KeyRingError(f"the certificate is not PEM: {exc}", code="key_cert_unreadable") from exc
         try:
             private_key = serialization.load_pem_private_key(key_pem, password=passphrase.encode() if passphrase
                                                              else None)
         except TypeError as exc:
-            raise KeyError_(f"the private key: {exc} (IDP_BRIDGE_KEY_PASSPHRASE or --passphrase-file)",
+            raise KeyRingError(f"the private key: {exc} (IDP_BRIDGE_KEY_PASSPHRASE or --passphrase-file)",
                             code="key_passphrase") from exc
         except ValueError as exc:
-            raise KeyError_(f"the private key cannot be read (wrong passphrase or not PEM): {exc}",
+            raise KeyRingError(f"the private key cannot be read (wrong passphrase or not PEM): {exc}",
                             code="key_unreadable") from exc
         if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            raise KeyError_(f"the private key is {type(private_key).__name__}; expected RSA or ECDSA",
+            raise KeyRingError(f"the private key is {type(private_key).__name__}; expected RSA or ECDSA",
                             code="key_algorithm")
         check_certificate_key(cert, "imported certificate")
         PrivateKeySigner(private_key, cert)  # size and key/certificate match
         check_not_expired(cert, "imported certificate", now)
         kid = key_id_for(cert)
         if kid in self.records() or (self.config.key_dir / f"{kid}.key").exists():
-            raise KeyError_(f"key {kid} is already in the key ring", code="key_exists")
+            raise KeyRingError(f"key {kid} is already in the key ring", code="key_exists")
         self.bootstrap(now)
         self._check_room("import a key")
         _, key_path, cert_path = write_pair(self.config.key_dir, private_key, cert,
                                             passphrase=self.config.key_passphrase)
         try:
             self.store.keyring.register(kid, state="next", now=now)
-        except KeyError_:
+        except (KeyRingError, SigningKeyError):
             cert_path.unlink(missing_ok=True)
             key_path.unlink(missing_ok=True)
             raise
@@ -300,7 +300,7 @@ class Rotation:
         self.config.sp(sp)  # ConfigError for an unknown SP name
         record = self.records().get(key_id)
         if record is None or record.state == "retired":
-            raise KeyError_(f"key {key_id} is {record.state if record else 'not in the key ring'}; only a "
+            raise KeyRingError(f"key {key_id} is {record.state if record else 'not in the key ring'}; only a "
                             "published key can be confirmed", code="key_unknown")
         self.store.keyring.confirm_published(key_id, sp, now=now, note=note)
         audit(self.store, "key", "ok", reason_code="key_confirm_published", sp=sp,
@@ -310,10 +310,10 @@ class Rotation:
                  now: dt.datetime | None = None) -> str | None:
         now = now or utcnow()
         if force and not (reason or "").strip():
-            raise KeyError_("--force needs --reason (it goes into the audit log)", code="key_force_reason")
+            raise KeyRingError("--force needs --reason (it goes into the audit log)", code="key_force_reason")
         check = self.activation_check(key_id, now=now)
         if check.state not in ("next", "retiring"):
-            raise KeyError_(check.blockers[0], code="key_transition")
+            raise KeyRingError(check.blockers[0], code="key_transition")
         ring = load_key_ring(self.config.key_dir, states={key_id: "active"}, passphrase=self.config.key_passphrase,
                              strict=False, extra_signers=self.bridge.keys.hsm_signers(), now=now)
         usable = [e for e in ring.entries if e.key_id == key_id]
@@ -321,15 +321,15 @@ class Rotation:
             why = "; ".join(p.message for p in ring.problems if p.key_id == key_id) or "no key file for it"
             audit(self.store, "key", "refused", reason_code="key_activate", detail={"key_id": key_id, "why": why},
                   now=now)
-            raise KeyError_(f"key {key_id} cannot sign: {why}", code="key_unusable")
+            raise KeyRingError(f"key {key_id} cannot sign: {why}", code="key_unusable")
         if check.blockers and not force:
             audit(self.store, "key", "refused", reason_code="key_activate",
                   detail={"key_id": key_id, "blockers": check.blockers}, now=now)
             if check.unsupported_by:
-                raise KeyError_("refusing to activate: " + "; ".join(check.blockers) + ". Activate an RSA key, "
+                raise KeyRingError("refusing to activate: " + "; ".join(check.blockers) + ". Activate an RSA key, "
                                 "or pass --force --reason TEXT if the SP accepts ECDSA without advertising it",
                                 code="key_algorithm_unsupported")
-            raise KeyError_("refusing to activate: " + "; ".join(check.blockers) + ". Upload the metadata "
+            raise KeyRingError("refusing to activate: " + "; ".join(check.blockers) + ". Upload the metadata "
                             f"({self.config.metadata_file}) in {PARTNER_CENTER}, record it with `idp-bridge keys "
                             f"confirm-published {key_id} --sp NAME`, or pass --force --reason TEXT",
                             code="key_no_evidence")
@@ -344,13 +344,13 @@ class Rotation:
                now: dt.datetime | None = None) -> None:
         now = now or utcnow()
         if force and not (reason or "").strip():
-            raise KeyError_("--force needs --reason (it goes into the audit log)", code="key_force_reason")
+            raise KeyRingError("--force needs --reason (it goes into the audit log)", code="key_force_reason")
         record = self.records().get(key_id)
         if record is None:
-            raise KeyError_(f"key {key_id} is not in the key ring", code="key_unknown")
+            raise KeyRingError(f"key {key_id} is not in the key ring", code="key_unknown")
         grace = dt.timedelta(seconds=self.config.keys.retiring_grace_seconds)
         if record.state == "retiring" and now - record.changed_at < grace and not force:
-            raise KeyError_(f"key {key_id} has been retiring for {int((now - record.changed_at).total_seconds())} s"
+            raise KeyRingError(f"key {key_id} has been retiring for {int((now - record.changed_at).total_seconds())} s"
                             f"; keep it published for the grace period of {int(grace.total_seconds())} s (until "
                             f"{(record.changed_at + grace):%Y-%m-%dT%H:%M:%SZ}) so Responses already signed with "
                             "it still verify, or pass --force --reason TEXT", code="key_grace")

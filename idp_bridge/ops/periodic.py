@@ -39,6 +39,11 @@ class Periodic:
         self._thread.start()
         return self
 
+    @property
+    def thread_id(self) -> int | None:
+        """The loop's thread (for log filters), once started."""
+        return self._thread.ident if self._thread is not None else None
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -28,8 +28,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from idp_bridge.errors import ConfigError, RequestError
 from idp_bridge.huawei.attributes import Customer
-from idp_bridge.saml.errors import ConfigError, RequestError
 
 MAX_TOKEN_LENGTH = 8192
 MAX_CLAIM_LENGTH = {"sub": 128, "jti": 256, "email": 320, "name": 256, "mobile": 64, "iss": 256}

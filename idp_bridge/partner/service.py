@@ -14,11 +14,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from idp_bridge.errors import BridgeError
 from idp_bridge.huawei.binding import BindNotification, verify_bind_notification
 from idp_bridge.idp.identity_provider import IdentityProvider, utcnow
 from idp_bridge.partner.handoff import HandoffClaims, HandoffError, HandoffKeys, verify_handoff_token
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import BridgeError
 
 
 def handoff_keys(bridge: IdentityProvider) -> HandoffKeys:

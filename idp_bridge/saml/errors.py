@@ -1,18 +1,20 @@
-"""One small exception tree for everything the SAML core refuses.
+"""The errors of the SAML core: what it refuses, each with a stable code, an operator message and a status.
 
-Every error carries a stable ``code`` (for logs, audit rows and tests), an ``operator``
-message that says exactly what was expected and what arrived, and the HTTP status a web
-layer should answer with. The browser never sees ``operator``: it gets a plain page and a
-correlation id.
+Every error carries a stable ``code`` (for logs, audit rows and tests), an ``operator`` message that says
+exactly what was expected and what arrived, and the HTTP status a web layer should answer with. The
+browser never sees ``operator``: it gets a plain page and a correlation id.
+
+The rest of the bridge has its own tree in ``idp_bridge/errors.py`` (``BridgeError`` and below), which
+also lists every stable code; the SAML core stays free of it so that it imports nothing outside itself.
 """
 
 from __future__ import annotations
 
 
-class BridgeError(Exception):
-    """Base class. Subclasses set ``code`` and ``status``."""
+class SamlError(Exception):
+    """Base class of the SAML core's errors. Subclasses set ``code`` and ``status``."""
 
-    code: str = "bridge_error"
+    code: str = "saml_error"
     status: int = 400
 
     def __init__(self, operator: str, *, code: str | None = None, status: int | None = None) -> None:
@@ -27,7 +29,7 @@ class BridgeError(Exception):
         return f"[{self.code}] {self.operator}"
 
 
-class RequestError(BridgeError):
+class RequestError(SamlError):
     """A SAML message from a peer was malformed, unsigned, forged, stale or replayed."""
 
     code = "request_invalid"
@@ -42,18 +44,33 @@ class ReplayError(RequestError):
     code = "request_replayed"
 
 
-class MetadataError(BridgeError):
-    """SP metadata (or our own) could not be read or does not say what we need."""
+class StatusResponseError(RequestError):
+    """A trusted AuthnRequest we refuse by answering the SP, not with an error page.
+
+    Raised only once every trust rule held (the SP is known, the signature verified, ``acs_url`` comes
+    from the SP's metadata): the caller posts a signed Response with status ``Requester``/``sub_status``
+    and ``InResponseTo`` = ``in_response_to`` to ``acs_url``. Unhandled, it is an ordinary 400 refusal.
+    """
+
+    code = "status_response"
+
+    def __init__(self, operator: str, *, code: str | None = None, sub_status: str, acs_url: str,
+                 in_response_to: str) -> None:
+        super().__init__(operator, code=code)
+        self.sub_status = sub_status
+        self.acs_url = acs_url
+        self.in_response_to = in_response_to
+
+
+class MetadataError(SamlError):
+    """SP metadata (or our own) could not be read, built, or does not say what we need."""
 
     code = "metadata_invalid"
     status = 500
 
 
-class ConfigError(BridgeError):
-    code = "config_invalid"
-    status = 500
+class SigningKeyError(SamlError):
+    """A key or certificate handed to the signer cannot sign what was asked (size, type, mismatch, algorithm)."""
 
-
-class KeyError_(BridgeError):  # noqa: N801 - keep clear of the builtin KeyError
     code = "key_invalid"
     status = 500

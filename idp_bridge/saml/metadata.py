@@ -10,20 +10,21 @@ the published document, its ETag and what an operator uploaded to Partner Center
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
+from idp_bridge.saml import time
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import ConfigError, MetadataError
+from idp_bridge.saml.certificates import load_certificate_b64
+from idp_bridge.saml.errors import MetadataError
+from idp_bridge.saml.time import parse_xs_datetime
 from idp_bridge.saml.xml import (
     BINDING_POST,
     BINDING_REDIRECT,
@@ -95,28 +96,6 @@ class Organization:
 
 # --------------------------------------------------------------------------- parsing helpers
 
-_DATETIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?$")
-
-
-def parse_xs_datetime(text: str) -> datetime:
-    """Parse xs:dateTime into an aware UTC datetime; a value without zone is read as UTC (SAML core §1.3.3).
-
-    Raises ValueError on anything else.
-    """
-    m = _DATETIME_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"not an xs:dateTime: {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
-    zone = m.group(8)
-    tz: tzinfo = UTC
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        tz = timezone(timedelta(minutes=sign * (int(zone[1:3]) * 60 + int(zone[4:6]))))
-    return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz).astimezone(UTC)
-
-
 def parse_xs_boolean(text: str | None, default: bool) -> bool:
     if text is None:
         return default
@@ -133,13 +112,11 @@ def _md_error(message: str, code: str) -> MetadataError:
 
 
 def _load_certificate(text: str, entity_id: str) -> x509.Certificate:
-    compact = "".join(text.split())
     try:
-        der = base64.b64decode(compact, validate=True)
-        return x509.load_der_x509_certificate(der)
-    except (binascii.Error, ValueError) as exc:
+        return load_certificate_b64(text)
+    except ValueError as exc:
         raise _md_error(f"SP {entity_id}: an X509Certificate in a KeyDescriptor is not a base64 DER "
-                        f"certificate ({exc}); starts with {compact[:32]!r}", "metadata_bad_certificate") from exc
+                        f"certificate: {exc}", "metadata_bad_certificate") from exc
 
 
 def _certificates(descriptor: etree._Element, use: str, entity_id: str) -> tuple[x509.Certificate, ...]:
@@ -263,21 +240,19 @@ def parse_sp_metadata(xml: bytes) -> ServiceProviderMetadata:
 
 
 def format_xs_datetime(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ConfigError(f"datetime {value.isoformat()} has no time zone; SAML times must be UTC",
-                          code="naive_datetime")
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    """validUntil as written in metadata (the microseconds that are there); a naive time is a MetadataError."""
+    try:
+        return time.format_xs_datetime(value, "auto")
+    except time.NaiveTimeError as exc:
+        raise MetadataError(f"datetime {value.isoformat()} has no time zone; SAML times must be UTC",
+                          code="naive_datetime") from exc
 
 
 def format_xs_duration(value: timedelta) -> str:
     """Shortest whole-unit xs:duration: P7D, PT24H is written P1D, PT90M, PT45S."""
     micros = value // timedelta(microseconds=1)
     if micros <= 0:
-        raise ConfigError(f"cacheDuration must be positive, got {value}", code="bad_duration")
+        raise MetadataError(f"cacheDuration must be positive, got {value}", code="bad_duration")
     seconds, frac = divmod(micros, 1_000_000)
     if frac:
         return f"PT{seconds}.{frac:06d}".rstrip("0") + "S"
@@ -305,16 +280,16 @@ def _serialize(root: etree._Element) -> bytes:
 
 def _check_signing_certificates(certificates: Sequence[x509.Certificate]) -> None:
     if not certificates:
-        raise ConfigError("IdP metadata needs at least one signing certificate", code="no_certificate")
+        raise MetadataError("IdP metadata needs at least one signing certificate", code="no_certificate")
     seen: set[str] = set()
     for cert in certificates:
         fp = fingerprint(cert)
         if fp in seen:
-            raise ConfigError(f"certificate {fp} is listed twice", code="duplicate_certificate")
+            raise MetadataError(f"certificate {fp} is listed twice", code="duplicate_certificate")
         seen.add(fp)
         key = cert.public_key()
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
-            raise ConfigError(f"certificate {fp} has an RSA-{key.key_size} key; Huawei requires at least "
+            raise MetadataError(f"certificate {fp} has an RSA-{key.key_size} key; Huawei requires at least "
                               f"RSA-{_MIN_RSA_BITS}", code="key_too_small")
 
 
@@ -328,7 +303,7 @@ def build_idp_metadata(*, entity_id: str, sso_url: str, certificates: Sequence[x
     rotation, the next one, so Huawei trusts both before the switch.
     """
     if not entity_id or not sso_url:
-        raise ConfigError("entity_id and sso_url are required for IdP metadata", code="metadata_incomplete")
+        raise MetadataError("entity_id and sso_url are required for IdP metadata", code="metadata_incomplete")
     _check_signing_certificates(certificates)
     root = etree.Element(qname(NS_MD, "EntityDescriptor"), nsmap={"md": NS_MD, "ds": NS_DS})
     root.set("entityID", entity_id)
@@ -358,7 +333,7 @@ def build_idp_metadata(*, entity_id: str, sso_url: str, certificates: Sequence[x
 
     out = _serialize(root)
     if len(out) > MAX_XML_BYTES:
-        raise ConfigError(f"IdP metadata is {len(out)} bytes; Huawei accepts at most {MAX_XML_BYTES}",
+        raise MetadataError(f"IdP metadata is {len(out)} bytes; Huawei accepts at most {MAX_XML_BYTES}",
                           code="metadata_too_large")
     return out
 

@@ -11,8 +11,6 @@ element ``verify_enveloped`` returned as signed — never a lookup by path in th
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -22,8 +20,11 @@ from cryptography import x509
 from lxml import etree
 
 from idp_bridge.saml.algorithms import DIGEST_ALGORITHMS, SIGNATURE_ALGORITHMS, fingerprint
-from idp_bridge.saml.errors import BridgeError, MetadataError, RequestError
+from idp_bridge.saml.certificates import load_certificate_b64
+from idp_bridge.saml.checks import Check, Checks
+from idp_bridge.saml.errors import MetadataError, RequestError, SamlError
 from idp_bridge.saml.signing import verify_enveloped
+from idp_bridge.saml.time import format_xs_datetime, parse_instant
 from idp_bridge.saml.xml import (
     BINDING_POST,
     BINDING_REDIRECT,
@@ -138,45 +139,18 @@ def parse_idp_metadata(xml: bytes) -> IdpMetadata:
 
 
 def _load_certificate(text: str, entity_id: str) -> x509.Certificate:
-    compact = "".join(text.split())
     try:
-        return x509.load_der_x509_certificate(base64.b64decode(compact, validate=True))
-    except (binascii.Error, ValueError) as exc:
+        return load_certificate_b64(text)
+    except ValueError as exc:
         raise MetadataError(f"IdP metadata for {entity_id!r} has an unreadable ds:X509Certificate: {exc}",
                             code="metadata_certificate") from exc
 
 
-_INSTANT = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
-
-
-def parse_instant(value: str) -> datetime | None:
-    """Parse an xs:dateTime as SAML uses it; a value without a zone is taken as UTC. None if invalid."""
-    m = _INSTANT.match(value.strip())
-    if not m:
-        return None
-    base, frac, zone = m.group(1), (m.group(2) or "")[:7], m.group(3) or "Z"
-    try:
-        parsed = datetime.fromisoformat(base + frac + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC)
-
-
 def _fmt(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_xs_datetime(when)
 
 
 # --------------------------------------------------------------------------- the report
-
-
-@dataclass(frozen=True)
-class Check:
-    """One SP-side check: a stable ``name``, whether it passed, and expected vs actual."""
-
-    name: str
-    ok: bool
-    expected: str
-    actual: str
 
 
 @dataclass
@@ -210,8 +184,7 @@ class ResponseReport:
         """JSON-ready view (what the simulator serves at /simulator/last.json)."""
         return {
             "ok": self.ok,
-            "checks": [{"name": c.name, "ok": c.ok, "expected": c.expected, "actual": c.actual}
-                       for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
             "attributes": self.attributes,
             "name_id": self.name_id,
             "name_id_format": self.name_id_format,
@@ -224,22 +197,8 @@ class ResponseReport:
 
 # --------------------------------------------------------------------------- check_response
 
-_NOT_CHECKED = "not checked: "
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.checks: list[Check] = []
-
-    def add(self, name: str, ok: bool, expected: str, actual: str) -> bool:
-        self.checks.append(Check(name, ok, expected, actual))
-        return ok
-
-    def equal(self, name: str, expected: str, actual: str | None, *, missing: str = "(absent)") -> bool:
-        return self.add(name, actual == expected, expected, missing if actual is None else actual)
-
-    def skip(self, name: str, expected: str, why: str) -> None:
-        self.add(name, False, expected, _NOT_CHECKED + why)
+class _Recorder(Checks):
+    """The SP-side recorder: failures of a Response carry no error code (nothing is raised)."""
 
 
 def _text(el: etree._Element | None) -> str | None:
@@ -271,8 +230,8 @@ def check_response(
     ``expected_request_ids``: the outstanding AuthnRequest IDs; ``None`` accepts an unsolicited
     Response (no InResponseTo check). ``now`` must be timezone-aware.
     """
-    rec = _Recorder()
-    report = ResponseReport(checks=rec.checks)
+    report = ResponseReport()
+    rec = _Recorder(report.checks)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
 
@@ -281,7 +240,7 @@ def check_response(
     try:
         root = parse_untrusted(xml, what="SAML Response", error=RequestError)
         rec.add("xml_parses", True, "well-formed XML without DTD or entities", f"{len(xml)} bytes, parsed")
-    except BridgeError as exc:
+    except SamlError as exc:
         rec.add("xml_parses", False, "well-formed XML without DTD or entities", exc.operator)
     is_response = root is not None and root.tag == qname(NS_SAMLP, "Response")
     if root is None:
@@ -351,7 +310,7 @@ def check_response(
                 report.signing_certificate_fingerprint = fingerprint(cert)
                 rec.add("assertion_signature", True, sig_expected,
                         f"verified with certificate SHA-256 {fingerprint(cert)}")
-        except BridgeError as exc:
+        except SamlError as exc:
             rec.add("assertion_signature", False, sig_expected, exc.operator)
         except Exception as exc:  # noqa: BLE001 - a checker must report, never crash, on peer input
             rec.add("assertion_signature", False, sig_expected, f"{type(exc).__name__}: {exc}")

@@ -15,12 +15,13 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from lxml import etree
 
-from idp_bridge.saml.errors import BridgeError
-from idp_bridge.saml.signing import Signer, enveloped_signature_xml, sign_enveloped
+from idp_bridge.saml.errors import SamlError
+from idp_bridge.saml.signing import Signer, enveloped_signature_xml, inclusive_namespaces_xml, sign_enveloped
+from idp_bridge.saml.time import NaiveTimeError, format_xs_datetime
 from idp_bridge.saml.xml import (
     ATTRNAME_URI,
     AUTHN_PASSWORD_PROTECTED,
@@ -40,7 +41,7 @@ STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
 STATUS_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
 
 
-class ResponseBuildError(BridgeError):
+class ResponseBuildError(SamlError):
     """A value we were asked to put in a Response cannot be represented (or is missing)."""
 
     code = "response_invalid"
@@ -54,10 +55,10 @@ def new_id() -> str:
 
 def saml_time(moment: datetime) -> str:
     """xs:dateTime in UTC with whole seconds, e.g. 2024-05-01T12:00:00Z. Naive datetimes are refused."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ResponseBuildError(f"time {moment.isoformat()} has no time zone; pass an aware UTC datetime",
-                                 code="response_naive_time")
-    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    try:
+        return format_xs_datetime(moment)
+    except NaiveTimeError as exc:
+        raise ResponseBuildError(str(exc), code="response_naive_time") from exc
 
 
 # Characters XML 1.0 cannot carry at all; and anything that is either that or needs escaping
@@ -120,10 +121,12 @@ def _canonical_assertion(spec: AssertionSpec) -> str:
     the Assertion in that form lets us hash this text as it is: no parse, no canonicalisation
     pass, no re-serialisation (about half of the non-RSA cost of a response). The rules this
     text follows (tests/test_responses.py checks it against lxml's exc-c14n byte for byte):
-    start/end tag pairs, never ``<x/>``; namespace declarations only where a prefix is first used
-    in an element or attribute name (so ``saml`` on the Assertion, ``xsi`` on each AttributeValue,
-    and never ``xs``, which appears only inside a value and is declared on the Response);
-    attributes in sorted order; c14n escaping of text and attribute values.
+    start/end tag pairs, never ``<x/>``; ``saml``, ``xs`` and ``xsi`` all declared on the Assertion
+    (sorted by prefix), so the signed Assertion is schema-valid on its own: ``xs`` appears only inside
+    the ``xsi:type`` values, so the Reference names ``xs xsi`` in its InclusiveNamespaces PrefixList
+    (exc-c14n then renders both on the Assertion, the apex, and never again below it), which also puts
+    the binding of ``xs`` under the signature; attributes in sorted order; c14n escaping of text and
+    attribute values.
     """
     for name in ("issuer", "destination", "audience", "name_id", "session_index"):
         if not getattr(spec, name):
@@ -137,7 +140,8 @@ def _canonical_assertion(spec: AssertionSpec) -> str:
     spnq = (f' SPNameQualifier="{_attr(spec.sp_name_qualifier, "SPNameQualifier")}"'
             if spec.sp_name_qualifier else "")
     parts = [
-        f'<saml:Assertion xmlns:saml="{NS_SAML}" ID="{_attr(spec.assertion_id, "Assertion ID")}" '
+        f'<saml:Assertion xmlns:saml="{NS_SAML}" xmlns:xs="{NS_XS}" xmlns:xsi="{NS_XSI}" '
+        f'ID="{_attr(spec.assertion_id, "Assertion ID")}" '
         f'IssueInstant="{now}" Version="2.0">',
         f'<saml:Issuer>{_text(spec.issuer, "issuer")}</saml:Issuer>',
         "<saml:Subject>",
@@ -165,7 +169,7 @@ def _canonical_assertion(spec: AssertionSpec) -> str:
                                          code="response_bad_attribute")
             parts.append(f'<saml:Attribute Name="{_attr(name, "attribute name")}" NameFormat="{ATTRNAME_URI}">')
             for value in values:
-                parts.append(f'<saml:AttributeValue xmlns:xsi="{NS_XSI}" xsi:type="xs:string">'
+                parts.append('<saml:AttributeValue xsi:type="xs:string">'
                              f'{_text(value, "attribute value")}</saml:AttributeValue>')
             parts.append("</saml:Attribute>")
         parts.append("</saml:AttributeStatement>")
@@ -175,12 +179,15 @@ def _canonical_assertion(spec: AssertionSpec) -> str:
 
 def _response_open(response_id: str, now: datetime, destination: str, in_response_to: str | None) -> str:
     irt = f' InResponseTo="{_attr(in_response_to, "InResponseTo")}"' if in_response_to else ""
-    return (f'<samlp:Response xmlns:samlp="{NS_SAMLP}" xmlns:saml="{NS_SAML}" xmlns:xs="{NS_XS}" '
+    return (f'<samlp:Response xmlns:samlp="{NS_SAMLP}" xmlns:saml="{NS_SAML}" '
             f'ID="{_attr(response_id, "Response ID")}" Version="2.0" IssueInstant="{saml_time(now)}" '
             f'Destination="{_attr(destination, "destination")}"{irt}>')
 
 
 _ISSUER_END = "</saml:Issuer>"
+#: Namespaces the Assertion uses only inside values (``xsi:type="xs:string"``) or declares for them.
+ASSERTION_INCLUSIVE_PREFIXES = ("xs", "xsi")
+_ASSERTION_INCLUSIVE = inclusive_namespaces_xml(" ".join(ASSERTION_INCLUSIVE_PREFIXES))
 
 
 def render_response(spec: AssertionSpec, signer: Signer, *, sign_assertion: bool = True,
@@ -188,7 +195,8 @@ def render_response(spec: AssertionSpec, signer: Signer, *, sign_assertion: bool
     """Serialize ``spec`` as a signed samlp:Response (UTF-8, no XML declaration)."""
     assertion = _canonical_assertion(spec)
     if sign_assertion:
-        signature = enveloped_signature_xml(assertion.encode("utf-8"), spec.assertion_id, signer)
+        signature = enveloped_signature_xml(assertion.encode("utf-8"), spec.assertion_id, signer,
+                                            inclusive=_ASSERTION_INCLUSIVE)
         cut = assertion.index(_ISSUER_END) + len(_ISSUER_END)
         assertion = assertion[:cut] + signature + assertion[cut:]
     document = "".join((
@@ -201,7 +209,7 @@ def render_response(spec: AssertionSpec, signer: Signer, *, sign_assertion: bool
     if not sign_response:
         return document
     root = etree.fromstring(document, parser=_PARSER)
-    sign_enveloped(root, signer)
+    sign_enveloped(root, signer, inclusive_prefixes=ASSERTION_INCLUSIVE_PREFIXES)
     serialized: bytes = etree.tostring(root, encoding="UTF-8")
     return serialized
 

@@ -49,7 +49,8 @@ from idp_bridge.saml.algorithms import (
     signature_algorithm,
     verify_detached,
 )
-from idp_bridge.saml.errors import KeyError_, SignatureError
+from idp_bridge.saml.certificates import load_certificate_b64
+from idp_bridge.saml.errors import SignatureError, SigningKeyError
 from idp_bridge.saml.xml import NS_DS, NS_SAML, parse_untrusted, qname
 
 #: Smallest RSA modulus we sign with (Huawei recommends >= 2048 bits).
@@ -104,27 +105,27 @@ class PrivateKeySigner:
         if isinstance(private_key, rsa.RSAPrivateKey):
             kind = "rsa"
             if private_key.key_size < MIN_RSA_BITS:
-                raise KeyError_(f"RSA key of certificate {fp} is {private_key.key_size} bits; "
+                raise SigningKeyError(f"RSA key of certificate {fp} is {private_key.key_size} bits; "
                                 f"at least {MIN_RSA_BITS} bits are required", code="key_too_small")
             default_alg = algorithms.RSA_SHA256
         elif isinstance(private_key, ec.EllipticCurvePrivateKey):
             kind = "ecdsa"
             default_alg = algorithms.ECDSA_SHA256
         else:
-            raise KeyError_(f"unsupported private key type {type(private_key).__name__} for certificate "
+            raise SigningKeyError(f"unsupported private key type {type(private_key).__name__} for certificate "
                             f"{fp}; expected an RSA or EC key", code="key_unsupported")
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
         if private_key.public_key().public_bytes(der, spki) != certificate.public_key().public_bytes(der, spki):
-            raise KeyError_(f"private key does not match certificate {fp} "
+            raise SigningKeyError(f"private key does not match certificate {fp} "
                             f"(subject {certificate.subject.rfc4514_string()})", code="key_cert_mismatch")
         uri = algorithm or default_alg
         try:
             alg = signature_algorithm(uri)
         except SignatureError as exc:
-            raise KeyError_(f"cannot sign with certificate {fp}: {exc.operator}", code="key_algorithm_refused") from exc
+            raise SigningKeyError(f"cannot sign with certificate {fp}: {exc.operator}", code="key_algorithm_refused") from exc
         if alg.kind != kind:
-            raise KeyError_(f"signature algorithm {uri} needs an {alg.kind.upper()} key; the key of "
+            raise SigningKeyError(f"signature algorithm {uri} needs an {alg.kind.upper()} key; the key of "
                             f"certificate {fp} is {kind.upper()}", code="key_algorithm_mismatch")
         self._key = private_key
         self._hash = alg.hash
@@ -158,7 +159,7 @@ _SIGNED_INFO = (
     '<ds:Reference URI="#{ref_id}">'
     "<ds:Transforms>"
     f'<ds:Transform Algorithm="{TRANSFORM_ENVELOPED}"></ds:Transform>'
-    f'<ds:Transform Algorithm="{C14N_EXCLUSIVE}"></ds:Transform>'
+    f'<ds:Transform Algorithm="{C14N_EXCLUSIVE}">{{inclusive}}</ds:Transform>'
     "</ds:Transforms>"
     '<ds:DigestMethod Algorithm="{digest_alg}"></ds:DigestMethod>'
     "<ds:DigestValue>{digest}</ds:DigestValue>"
@@ -167,6 +168,15 @@ _SIGNED_INFO = (
 )
 
 _DS_DECLARATION = f' xmlns:ds="{NS_DS}"'
+
+# ec:InclusiveNamespaces in its canonical form (it declares its own prefix, which it visibly uses).
+_INCLUSIVE = (f'<ec:InclusiveNamespaces xmlns:ec="{C14N_EXCLUSIVE}" PrefixList="{{prefixes}}">'
+              "</ec:InclusiveNamespaces>")
+
+
+def inclusive_namespaces_xml(prefix_list: str) -> str:
+    """The canonical ``ec:InclusiveNamespaces`` element for a Reference transform (empty for none)."""
+    return _INCLUSIVE.format(prefixes=prefix_list) if prefix_list else ""
 
 _SIGNATURE = (
     '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">{signed_info}'
@@ -191,44 +201,50 @@ def _cached_certificate_b64(certificate: x509.Certificate) -> str:
 
 
 def enveloped_signature_xml(canonical: bytes, ref_id: str, signer: Signer, *,
-                            digest: str = DIGEST_SHA256) -> str:
+                            digest: str = DIGEST_SHA256, inclusive: str = "") -> str:
     """The ``ds:Signature`` element (as text) for an element whose exclusive C14N is ``canonical``.
 
     ``canonical`` must be the element *without* the signature, exactly as the enveloped-signature
-    + exc-c14n transforms give it to a verifier. Insert the result right after the element's
-    Issuer with no whitespace around it.
+    + exc-c14n transforms give it to a verifier (with ``inclusive``, the text of
+    :func:`inclusive_namespaces_xml`, as the exc-c14n InclusiveNamespaces PrefixList). Insert the
+    result right after the element's Issuer with no whitespace around it.
     """
     if not _SAFE_ID.fullmatch(ref_id):
-        raise KeyError_(f"cannot sign an element whose ID is {ref_id!r}; expected an NCName such as '_' "
+        raise SigningKeyError(f"cannot sign an element whose ID is {ref_id!r}; expected an NCName such as '_' "
                         "followed by hex", code="signing_bad_id")
     hash_name = _HASHLIB_NAMES.get(digest)
     if hash_name is None:
-        raise KeyError_(f"digest algorithm {digest!r} is refused; expected one of "
+        raise SigningKeyError(f"digest algorithm {digest!r} is refused; expected one of "
                         + ", ".join(_HASHLIB_NAMES), code="signing_digest_refused")
     digest_b64 = base64.b64encode(hashlib.new(hash_name, canonical).digest()).decode("ascii")
-    signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id, digest_alg=digest, digest=digest_b64)
+    signed_info = _SIGNED_INFO.format(sig_alg=signer.algorithm, ref_id=ref_id, inclusive=inclusive, digest_alg=digest,
+                                      digest=digest_b64)
     signature_b64 = base64.b64encode(signer.sign(signed_info.encode("utf-8"))).decode("ascii")
     # Inside ds:Signature the SignedInfo's own ds declaration is redundant; drop it from the text.
     return _SIGNATURE.format(signed_info=signed_info.replace(_DS_DECLARATION, "", 1), signature=signature_b64,
                              certificate=_cached_certificate_b64(signer.certificate))
 
 
-def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIGEST_SHA256) -> None:
+def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIGEST_SHA256,
+                   inclusive_prefixes: Sequence[str] = ()) -> None:
     """Sign ``element`` in place with an enveloped signature referencing its ``ID`` attribute.
 
     The ``ds:Signature`` goes right after the element's ``saml:Issuer`` child (schema order for
     Assertion and Response), or first when there is none. Sign inner elements (the Assertion)
-    before outer ones (the Response).
+    before outer ones (the Response). ``inclusive_prefixes`` become the exc-c14n InclusiveNamespaces
+    PrefixList (namespaces used only inside values, such as ``xs`` in ``xsi:type="xs:string"``).
     """
     ref_id = element.get("ID") or ""
     for child in element:
         if child.tag == _DS_SIGNATURE:
-            raise KeyError_(f"element {ref_id} already carries a ds:Signature", code="signing_already_signed")
+            raise SigningKeyError(f"element {ref_id} already carries a ds:Signature", code="signing_already_signed")
     # Enveloped-signature transform + exc-c14n, as a verifier will compute it: the Signature
     # is not there yet, and we insert it without whitespace around it. lxml canonicalises a
     # subtree per exc-c14n (ancestor namespaces only where visibly used).
-    canonical = etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
-    signature = etree.fromstring(enveloped_signature_xml(canonical, ref_id, signer, digest=digest),
+    canonical = etree.tostring(element, method="c14n", exclusive=True, with_comments=False,
+                               inclusive_ns_prefixes=list(inclusive_prefixes) or None)
+    signature = etree.fromstring(enveloped_signature_xml(canonical, ref_id, signer, digest=digest,
+                                                         inclusive=inclusive_namespaces_xml(" ".join(inclusive_prefixes))),
                                  parser=_TEMPLATE_PARSER)
     first = element[0] if len(element) else None
     if first is not None and first.tag == _SAML_ISSUER:
@@ -237,7 +253,7 @@ def sign_enveloped(element: etree._Element, signer: Signer, *, digest: str = DIG
         element.insert(0, signature)
     # addnext() moves the Issuer's tail onto the inserted element; keep the signed bytes intact.
     if signature.tail:
-        raise KeyError_(f"element {ref_id} has text after its Issuer; cannot sign it enveloped",
+        raise SigningKeyError(f"element {ref_id} has text after its Issuer; cannot sign it enveloped",
                         code="signing_mixed_content")
 
 
@@ -293,8 +309,8 @@ def _keyinfo_hint(signature: etree._Element) -> str:
     if el is None or not el.text:
         return "the signature carries no KeyInfo certificate"
     try:
-        cert = x509.load_der_x509_certificate(_decode_b64(el.text, 16384, "X509Certificate"))
-    except (SignatureError, ValueError):
+        cert = load_certificate_b64(el.text)
+    except ValueError:
         return "the KeyInfo certificate is unreadable"
     return f"KeyInfo names certificate {fingerprint(cert)}"
 

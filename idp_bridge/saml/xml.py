@@ -27,6 +27,7 @@ ATTRNAME_URI = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
 AUTHN_PASSWORD_PROTECTED = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"  # noqa: S105
 CM_BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+STATUS_INVALID_NAMEID_POLICY = "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy"
 
 #: Documents larger than this are refused before parsing (metadata may be up to 2 MB per Huawei).
 MAX_XML_BYTES = 2 * 1024 * 1024
@@ -46,7 +47,7 @@ def parse_untrusted(data: bytes, *, what: str = "XML document", max_bytes: int =
                     error: type[Exception] = RequestError) -> etree._Element:
     """Parse bytes a peer sent. Refuses DOCTYPE/ENTITY declarations and oversize input.
 
-    ``error`` is the exception class raised (a ``BridgeError`` subclass taking the operator
+    ``error`` is the exception class raised (a ``SamlError`` subclass taking the operator
     message as its only positional argument).
     """
     if len(data) > max_bytes:

@@ -1,13 +1,13 @@
 """Storage layer: SQLite (embedded default) or PostgreSQL, chosen by a SQLAlchemy URL."""
 
-from idp_bridge.store.audit import AuditEvent
-from idp_bridge.store.errors import (
+from idp_bridge.errors import (
     StoreError,
     StoreNotMigratedError,
     StoreUnavailableError,
     UnknownUserError,
     UserExistsError,
 )
+from idp_bridge.store.audit import AuditEvent
 from idp_bridge.store.sessions import SessionRecord
 from idp_bridge.store.store import Store
 from idp_bridge.store.users import User

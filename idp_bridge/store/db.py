@@ -18,8 +18,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from idp_bridge.errors import StoreUnavailableError
 from idp_bridge.store.engine import WRITE_OPTION, safe_url
-from idp_bridge.store.errors import StoreUnavailableError
 
 # Arbitrary constant key for pg_advisory_xact_lock: serialises schema upgrades across workers.
 PG_MIGRATION_LOCK_KEY = 0x1D_B41D_6E

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Connection
 
-from idp_bridge.saml.errors import KeyError_
+from idp_bridge.errors import KeyRingError
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import KeyPublicationRow, KeyStateRow, MetadataFetchRow
 from idp_bridge.store.timeutil import require_aware
@@ -97,17 +97,17 @@ class KeyRingRepository:
         with self._db.write() as conn:
             states = _locked_states(conn)
             if key_id in states:
-                raise KeyError_(f"key {key_id} is already in the key ring (state {states[key_id]})", code="key_exists")
+                raise KeyRingError(f"key {key_id} is already in the key ring (state {states[key_id]})", code="key_exists")
             if state == "active" and "active" in states.values():
                 active = next(k for k, s in states.items() if s == "active")
-                raise KeyError_(f"key {active} is already active; add {key_id} as next and activate it",
+                raise KeyRingError(f"key {active} is already active; add {key_id} as next and activate it",
                                 code="key_active_exists")
             if state not in ("next", "active"):
-                raise KeyError_(f"a new key starts as next (or active when it is the first); got {state!r}",
+                raise KeyRingError(f"a new key starts as next (or active when it is the first); got {state!r}",
                                 code="key_state")
             published = sorted(k for k, s in states.items() if s in _PUBLISHED)
             if len(published) >= MAX_PUBLISHED:  # checked under the write lock: two concurrent adds cannot both pass
-                raise KeyError_(f"the metadata already lists {len(published)} signing keys ({', '.join(published)}); "
+                raise KeyRingError(f"the metadata already lists {len(published)} signing keys ({', '.join(published)}); "
                                 f"at most {MAX_PUBLISHED} (next, active, retiring): retire one first",
                                 code="key_ring_full")
             conn.execute(insert(KeyStateRow).values(key_id=key_id, state=state, changed_at=now, published_at=now))
@@ -120,11 +120,11 @@ class KeyRingRepository:
             states = _locked_states(conn)
             current = states.get(key_id)
             if current is None:
-                raise KeyError_(f"key {key_id} has no recorded state; known: {', '.join(sorted(states)) or 'none'}",
+                raise KeyRingError(f"key {key_id} has no recorded state; known: {', '.join(sorted(states)) or 'none'}",
                                 code="key_unknown")
             if state not in TRANSITIONS.get(current, ()):
                 hint = " (activate another key first: the active key is demoted to retiring)" if current == "active" else ""
-                raise KeyError_(f"key {key_id} is {current}; it cannot become {state}{hint}", code="key_transition")
+                raise KeyRingError(f"key {key_id} is {current}; it cannot become {state}{hint}", code="key_transition")
             demoted = None
             if state == "active":
                 for other, other_state in states.items():

@@ -12,8 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from idp_bridge.errors import UnknownUserError, UserExistsError
 from idp_bridge.store.db import Database
-from idp_bridge.store.errors import UnknownUserError, UserExistsError
 from idp_bridge.store.tables import UserRow
 
 MAX_USER_ID_LENGTH = 128

@@ -17,7 +17,7 @@ from idp_bridge.keys.rotation import Rotation
 from idp_bridge.ops.audit import configure_logging
 from idp_bridge.ops.housekeeping import purge_loop, spool_dir, spool_loop
 from idp_bridge.store import Store
-from idp_bridge.web import account, debug, errors, handoff, health, huawei, jump, saml, security
+from idp_bridge.web import account, debug, errors, handoff, health, huawei, jump, saml, security, validation
 from idp_bridge.web.sessions import StoreSessionInterface
 
 
@@ -44,9 +44,11 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     security.install(app)
+    validation.install(app)  # every value from outside, checked before any view
     errors.install(app)
     for blueprint in (saml.bp, account.bp, jump.bp, handoff.bp, huawei.bp, health.bp, debug.bp):
         app.register_blueprint(blueprint)
+    _load_plugins(app)
     _start_webhook_loop(app, bridge)
     app.extensions["idp_bridge_purge"] = purge_loop(bridge.store).start()
     app.extensions["idp_bridge_spool"] = spool_loop(bridge.store, spool_dir(cfg)).start()
@@ -61,3 +63,13 @@ def _start_webhook_loop(app: Flask, bridge: IdentityProvider) -> None:
     settings = settings_from_config(p.webhook_url, p.webhook_secret, timeout=p.webhook_timeout_seconds)
     if settings is not None and p.webhook_in_process:
         app.extensions["idp_bridge_webhooks"] = delivery_loop(bridge.store, settings).start()
+
+
+def _load_plugins(app: Flask) -> None:
+    """Pages other packages add (``idp_bridge.plugins`` entry points: the console's test login from devtools)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="idp_bridge.plugins"):
+        register = getattr(entry.load(), "register_web", None)
+        if register is not None:
+            register(app)

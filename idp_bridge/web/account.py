@@ -33,8 +33,8 @@ def login() -> Any:
     status = 200
     if request.method == "POST":
         check_csrf()
-        user_id = request.form.get("user_id", "").strip()[:128]
-        password = request.form.get("password", "")[:1024]
+        user_id = request.form.get("user_id", "").strip()  # bounded and clean: web.validation
+        password = request.form.get("password", "")
         user = None
         if user_id and password:
             attempt = begin_attempt("login", user_id)

@@ -32,9 +32,10 @@ from idp_bridge.diagnostics.exchanges import (
     response_exchange,
     return_exchange,
 )
+from idp_bridge.diagnostics.preview import customer_for, preview_assertion
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.errors import BridgeError
 from idp_bridge.web.auth import bridge
 from idp_bridge.web.login_guard import begin_attempt
 from idp_bridge.web.security import check_csrf, correlation_id
@@ -167,7 +168,7 @@ def _key_rows() -> tuple[list[dict[str, str]], str | None]:
     b = bridge()
     try:
         ring = b.keys.ring()
-    except BridgeError as exc:
+    except ANY_ERROR as exc:
         return [], exc.operator
     now = dt.datetime.now(dt.UTC)
     rows = [{"key_id": e.key_id, "state": e.state, "algorithm": e.algorithm,
@@ -185,7 +186,7 @@ def _sp_rows() -> list[dict[str, str]]:
                "x_account_type": sp_cfg.x_account_type}
         try:
             sp = b.sps.get(sp_cfg.name)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             row.update({"status": "error", "detail": exc.operator})
             rows.append(row)
             continue
@@ -224,8 +225,6 @@ def index() -> str:
 
 @bp.route("/preview", methods=["GET", "POST"])
 def preview() -> Any:
-    from idp_bridge.devtools.roundtrip import customer_for, preview_assertion
-
     b = bridge()
     result = error = None
     user_id = request.values.get("user_id", "")[:128]
@@ -234,25 +233,7 @@ def preview() -> Any:
         check_csrf()
         try:
             result = preview_assertion(b, customer_for(b, user_id), sp_name or b.sps.default().name)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             error = exc.operator
     return _render("debug_preview.html", result=result, error=error, user_id=user_id, sp=sp_name,
                            sp_names=[s.name for s in b.config.service_providers])
-
-
-@bp.post("/test-login")
-def test_login() -> Any:
-    from idp_bridge.devtools.roundtrip import customer_for, simulator_round_trip
-
-    check_csrf()
-    b = bridge()
-    user_id = request.form.get("user_id", "")[:128]
-    error = None
-    result = None
-    try:
-        result = simulator_round_trip(b, customer_for(b, user_id), site=request.form.get("site", "cn"))
-    except BridgeError as exc:
-        error = exc.operator
-    audit(b.store, "debug_test_login", "ok" if result and result.ok else "refused", correlation_id=correlation_id(),
-          customer=user_id or None)
-    return _render("debug_test_login.html", result=result, error=error, user_id=user_id)

@@ -18,9 +18,8 @@ from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from idp_bridge.errors import AnyError, BridgeError, SamlError, StoreUnavailableError
 from idp_bridge.ops.audit import audit
-from idp_bridge.saml.errors import BridgeError
-from idp_bridge.store import StoreUnavailableError
 from idp_bridge.web.security import correlation_id
 
 log = logging.getLogger("idp_bridge.web")
@@ -93,8 +92,9 @@ def install(app: Flask) -> None:
         if isinstance(session, UnavailableSession) and request.endpoint not in _SESSIONLESS:
             raise session.error
 
+    @app.errorhandler(SamlError)
     @app.errorhandler(BridgeError)
-    def _bridge_error(exc: BridgeError) -> Any:
+    def _bridge_error(exc: AnyError) -> Any:
         if isinstance(exc, StoreUnavailableError):
             return _unavailable(exc)
         cid = correlation_id()

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
-from idp_bridge.idp.identity_provider import PendingLogin, PostForm, utcnow
+from idp_bridge.errors import RequestError
+from idp_bridge.idp.identity_provider import AnsweredRefusal, PostForm, utcnow
 from idp_bridge.ops.audit import audit
-from idp_bridge.saml.errors import RequestError
 from idp_bridge.web.auth import bridge, current_customer, require_login_redirect
 from idp_bridge.web.security import correlation_id, csp_nonce
 
@@ -43,7 +43,14 @@ def sso() -> Response:
     except UnicodeDecodeError:
         raise RequestError("the query string has non-ASCII bytes; a Redirect-binding message is "
                            "percent-encoded ASCII", code="query_not_ascii") from None
-    pending = bridge().accept_redirect_request(raw_query)
+    b = bridge()
+    try:
+        pending = b.accept_redirect_request(raw_query)
+    except AnsweredRefusal as refused:  # trusted request we cannot serve (NameIDPolicy): tell the SP, signed
+        audit(b.store, "login", "refused", reason_code=refused.code, correlation_id=correlation_id(),
+              sp=refused.pending.sp_name, detail={"request_id": refused.pending.request_id,
+                                                  "reason": refused.operator})
+        return post_form_page(refused.form)
     session["pending"] = pending.to_dict()
     return sso_continue()
 
@@ -54,9 +61,9 @@ def sso_continue() -> Response:
     if not data:
         raise RequestError("no pending sign-in request in this session (it was completed, expired, or the "
                            "session changed)", code="no_pending_request")
-    pending = PendingLogin.from_dict(data)
-    customer = current_customer()
     b = bridge()
+    pending = b.pending_login(data)  # too old: refused (the error handler drops it from the session)
+    customer = current_customer()
     fresh = customer is not None and not pending.needs_fresh_login(
         dt.datetime.fromisoformat(session["authn_instant"]))
     if not fresh:

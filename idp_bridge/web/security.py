@@ -7,7 +7,7 @@ import secrets
 
 from flask import Flask, Response, g, request, session
 
-from idp_bridge.saml.errors import RequestError
+from idp_bridge.errors import RequestError
 
 
 def correlation_id() -> str:

@@ -29,12 +29,12 @@ from idp_bridge.devtools.simulator.partner_flows import (
     payment_return_link,
 )
 from idp_bridge.devtools.simulator.state import ConsoleSession, PendingLogin, SimulatorState
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.bindings import decode_post, encode_redirect
-from idp_bridge.saml.errors import BridgeError
+from idp_bridge.saml.checks import Check
 from idp_bridge.saml.metadata import build_sp_metadata
 from idp_bridge.saml.requests import build_authn_request, new_request_id
 from idp_bridge.saml.response_checks import (
-    Check,
     IdpMetadata,
     ResponseReport,
     check_response,
@@ -70,7 +70,7 @@ def create_simulator_app(config: SimulatorConfig) -> Flask:
         """The IdP metadata for this platform, fetched fresh; a 502 page naming the problem when unusable."""
         try:
             return load_idp(x_account_type)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             return error_page(502, "IdP metadata unusable",
                               f"The IdP metadata for xAccountType {x_account_type!r} could not be used: "
                               f"{exc.operator}")
@@ -116,7 +116,7 @@ def create_simulator_app(config: SimulatorConfig) -> Flask:
             return error_page(400, "No SAMLResponse", "The ACS expects a form POST with SAMLResponse.")
         try:
             xml = decode_post(raw)
-        except BridgeError as exc:
+        except ANY_ERROR as exc:
             return error_page(400, "SAMLResponse unreadable", exc.operator)
 
         pending = state.find_pending(relay_state=relay_state, request_id=_claimed_in_response_to(xml))
@@ -204,7 +204,7 @@ def _claimed_in_response_to(xml: bytes) -> str | None:
     """The Response's InResponseTo, unverified: used only to find which login it claims to answer."""
     try:
         value = parse_untrusted(xml, what="SAML Response").get("InResponseTo")
-    except (BridgeError, etree.LxmlError):
+    except (*ANY_ERROR, etree.LxmlError):
         return None
     return str(value) if value is not None else None
 

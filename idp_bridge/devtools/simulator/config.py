@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from idp_bridge.errors import ConfigError, MetadataError
 from idp_bridge.huawei.sites import SITES, Site
-from idp_bridge.saml.errors import ConfigError, MetadataError
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 #: Where the simulator finds the IdP metadata uploaded for one xAccountType: an http(s) URL fetched

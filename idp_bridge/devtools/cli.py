@@ -1,15 +1,28 @@
-"""``idp-bridge trust-test``: the whole journey, headless, against the built-in simulator or a deployed bridge."""
+"""The developer commands: ``idp-bridge demo`` and ``idp-bridge trust-test`` (added through devtools/plugin.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
-from idp_bridge.cli import main
+
+@click.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of the bridge.")
+@click.option("--simulator-port", default=8001, show_default=True, type=int, help="Port of the Huawei IAM simulator.")
+@click.option("--platform-port", default=8002, show_default=True, type=int, help="Port of the demo partner platform.")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
+              help="Scratch folder (default: a new temporary folder).")
+def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None) -> None:
+    """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
+    from idp_bridge.devtools.demo import run_demo
+
+    run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
+             workdir=Path(workdir) if workdir else None)
 
 
-@main.command("trust-test")
+@click.command("trust-test")
 @click.option("--sp", "sp_name", default=None, help="Configured SP to jump to (default: the first).")
 @click.option("--url", "base_url", default=None,
               help="A running bridge's base URL; without it, a bridge and the Huawei IAM simulator are started "
@@ -25,17 +38,17 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
 
     With --url, the bridge's --config (when readable here) explains refusals from its audit trail.
     """
-    from idp_bridge.diagnostics.trust_test import run_against, run_with_builtin_simulator
-
     if base_url is None:
+        from idp_bridge.devtools.builtin_trust_test import run_with_builtin_simulator
+
         report = run_with_builtin_simulator(sp=sp_name)
     else:
         from idp_bridge.config import load_config
         from idp_bridge.diagnostics.local import local_bridge
-        from idp_bridge.saml.errors import ConfigError
+        from idp_bridge.diagnostics.trust_test import run_against
+        from idp_bridge.errors import ConfigError
 
         obj: dict[str, Any] = ctx.ensure_object(dict)
-        bridge = None
         try:
             bridge = local_bridge(load_config(obj.get("config_path")))
         except ConfigError:
