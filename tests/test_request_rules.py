@@ -57,6 +57,7 @@ CASES: dict[str, Case] = {
     "issuer_with_pi": (_issuer(f"{SP_ENTITY_ID}<?x y?>"), {}, "structure", "issuer_malformed"),
     "issuer_with_child": (_issuer(f'{SP_ENTITY_ID}<x:y xmlns:x="urn:x"/>'), {}, "structure", "issuer_malformed"),
     "issuer_padded": (_issuer(f" {SP_ENTITY_ID}\n"), {}, "issuer", "unknown_issuer"),
+    "id_unbounded": (_sub(b'ID="_rule-', b'ID="_' + b"a" * 300), {}, "structure", "request_id_invalid"),
     "signed_without_destination": (_no_destination, {}, "destination", "destination_missing"),
     "nameid_persistent": (_sub(b"nameid-format:transient", b"nameid-format:persistent"), {},
                           "name_id_policy", "invalid_name_id_policy"),

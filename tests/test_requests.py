@@ -258,6 +258,8 @@ def test_embedded_signature_refused() -> None:
     (_xml('ID="_1" Version="1.1" IssueInstant="2025-03-01T12:00:00Z"'), "unsupported_version"),
     (_xml('Version="2.0" IssueInstant="2025-03-01T12:00:00Z"'), "request_id_missing"),
     (_xml('ID="_1" Version="2.0"'), "request_malformed"),
+    (_xml(f'ID="_{"a" * 256}" Version="2.0" IssueInstant="2025-03-01T12:00:00Z"'), "request_id_invalid"),
+    (_xml('ID="1abc" Version="2.0" IssueInstant="2025-03-01T12:00:00Z"'), "request_id_invalid"),
     (_xml('ID="_1" Version="2.0" IssueInstant="yesterday"'), "request_malformed"),
     (_xml(body=""), "issuer_missing"),
     (_xml(body='<saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion">  </saml2:Issuer>'),

@@ -162,7 +162,16 @@ def test_platform_login_url_gets_return_to_our_handoff(tmp_path: Path, db_url: s
 
 
 # -- binding ----------------------------------------------------------------------------------------
-def test_signed_notification_is_stored_and_lands_on_platform(app: Flask) -> None:
+def first_login_jump(app: Flask, env: Env, user: str) -> FlaskClient:
+    """What precedes an honest bind notice: the bridge sends the customer to Huawei with isFirstLogin=true."""
+    client = app.test_client()
+    status, q = jump(client, mint(env, user))
+    assert status == 302 and q["isFirstLogin"] == ["true"]
+    return client
+
+
+def test_signed_notification_is_stored_and_lands_on_platform(app: Flask, env: Env) -> None:
+    first_login_jump(app, env, "cust-1001")
     resp = app.test_client().post("/huawei/bind", data=bind_form("cust-1001"))
     assert resp.status_code == 303 and resp.headers["Location"] == SHOP + "/huawei/bound?result=bound"
     b = store_of(app).bindings.get("cust-1001")
@@ -186,7 +195,7 @@ def test_tampered_or_unsigned_notification_is_400_and_stores_nothing(app: Flask)
 
 def test_bind_then_unbind_drives_is_first_login(app: Flask, env: Env) -> None:
     client = app.test_client()
-    assert jump(client, mint(env))[1]["isFirstLogin"] == ["true"]
+    assert jump(client, mint(env))[1]["isFirstLogin"] == ["true"]  # records the first-login jump
     client.post("/huawei/bind", data=bind_form("cust-1001"))
     assert jump(client, mint(env))[1]["isFirstLogin"] == ["false"]
     client.post("/huawei/bind", data=bind_form("cust-1001", action=1))
@@ -194,7 +203,8 @@ def test_bind_then_unbind_drives_is_first_login(app: Flask, env: Env) -> None:
     assert jump(client, mint(env))[1]["isFirstLogin"] == ["true"]
 
 
-def test_repeated_notification_is_idempotent(app: Flask) -> None:
+def test_repeated_notification_is_idempotent(app: Flask, env: Env) -> None:
+    first_login_jump(app, env, "cust-7")
     form = bind_form("cust-7")
     for _ in range(3):
         assert app.test_client().post("/huawei/bind", data=form).status_code == 303

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import click
-from cryptography import x509
 
 from idp_bridge.cli import _bridge, main
 from idp_bridge.keys.files import ALGORITHMS, DEFAULT_ALGORITHM, KeyEntry, load_key_ring
 from idp_bridge.keys.rotation import Rotation
 from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.certificates import load_certificate_pem
 
 #: wide enough for every algorithm name KeyEntry.algorithm gives (``ec-secp256r1`` is the longest)
 ALG_WIDTH = 12
@@ -57,7 +57,7 @@ def keys_list(ctx: click.Context) -> None:
         else:
             cert_path = cfg.key_dir / f"{kid}.crt"
             try:
-                cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+                cert = load_certificate_pem(cert_path.read_bytes())
             except (OSError, ValueError):
                 click.echo(f"{kid:<17} {state:<9} (no readable certificate file)")
                 continue

@@ -87,7 +87,8 @@ def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database
                 "x_account_type": DEMO_X_ACCOUNT_TYPE, "console_hosts": ["console.huaweicloud.com"],
                 "login_url": simulator_url + "/authui/saml/login"}],
         # throwaway secrets in the scratch config (a real deployment sets them in the environment)
-        "platform": {"login_url": platform_url + "/login", "handoff_secret": secrets.token_urlsafe(48),
+        "platform": {"login_url": platform_url + "/login", "home_url": platform_url + "/",
+                     "handoff_secret": secrets.token_urlsafe(48),
                      "bind_landing_url": platform_url + "/huawei/bound", "return_url": platform_url + "/orders",
                      "recharge_url": platform_url + "/wallet", "return_params": ["orderId"],
                      "webhook_url": platform_url + "/hooks", "webhook_secret": secrets.token_urlsafe(48)},

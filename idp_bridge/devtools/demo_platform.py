@@ -17,32 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from flask import Flask, abort, redirect, render_template_string, request, session
+from flask import Flask, abort, redirect, render_template, request, session
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from werkzeug.wrappers import Response
 
 from idp_bridge.partner.webhooks import verify_signature
+from idp_bridge.web import i18n
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Demo partner platform</title></head>
-<body style="font-family: sans-serif; max-width: 46rem; margin: 2rem auto">
-<p><b>Demo partner platform</b> &middot; <a href="/">home</a></p>
-{% if title %}<h1 id="title">{{ title }}</h1>{% endif %}
-{% if message %}<p id="message">{{ message }}</p>{% endif %}
-{% if params %}<p>Returned with: <code id="params">{{ params }}</code></p>{% endif %}
-{% if user %}
-  <p>Signed in as <b id="user">{{ user }}</b>.</p>
-  <p><a id="open-console" href="/console-jump">Open Huawei Cloud console</a></p>
-  <form method="post" action="/logout"><button>Sign out</button></form>
-{% elif show_login %}
-  <form method="post" action="/login">
-    <input type="hidden" name="return_to" value="{{ return_to or '' }}">
-    <p><label>User <input name="user_id"></label> <label>Password <input name="password" type="password"></label>
-    <button type="submit">Sign in</button></p>
-  </form>
-{% endif %}
-<h2>Webhooks received from the bridge</h2>
-<ul id="webhooks">{% for w in webhooks %}<li>{{ w.xUserId }}: {{ "bound" if w.bound else "unbound" }}
-  {{ w.domainName or "" }} <small>({{ w.id }})</small></li>{% else %}<li>none yet</li>{% endfor %}</ul>
-</body></html>"""
+#: Returned query parameters the order pages name (others are shown under their own name).
+_PARAM_LABELS = {"orderId": _l("Order number"), "amount": _l("Amount")}
 
 
 @dataclass
@@ -68,14 +52,16 @@ class DemoPlatform:
 
 
 def create_platform_app(platform: DemoPlatform) -> Flask:
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder="platform_templates")
     app.config.update(SECRET_KEY=secrets.token_urlsafe(32), SESSION_COOKIE_NAME="demo_platform",
                       SESSION_COOKIE_SAMESITE="Lax")
+    i18n.install(app, "en")  # the bridge's catalogue and language rule (the lang cookie is shared on one host)
 
-    def page(**context: Any) -> str:
+    def page(template: str, **context: Any) -> str:
         with platform.lock:
-            hooks = list(platform.webhooks)
-        return render_template_string(PAGE, user=session.get("user"), webhooks=hooks, **context)
+            hooks = [w for w in platform.webhooks if w.get("xUserId") == session.get("user")]
+        return render_template(template, user=session.get("user"), webhooks=hooks,
+                               here=request.full_path.rstrip("?") if request.method == "GET" else "/", **context)
 
     def bridge_return(return_to: str | None) -> str | None:
         # only ever the bridge's own /handoff URL
@@ -85,7 +71,7 @@ def create_platform_app(platform: DemoPlatform) -> Flask:
 
     @app.get("/")
     def home() -> str:
-        return page(title="Welcome", show_login=True)
+        return page("shop_home.html")
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Response | str:
@@ -95,7 +81,8 @@ def create_platform_app(platform: DemoPlatform) -> Flask:
             password = request.form.get("password", "")
             expected = platform.users.get(user)
             if expected is None or not hmac.compare_digest(expected, password):
-                return page(title="Sign in", message="Wrong user or password.", show_login=True, return_to=return_to)
+                return page("shop_login.html", title=_("Sign in"), error=_("Wrong user name or password."),
+                            return_to=return_to)
             session.clear()
             session["user"] = user
             if return_to:
@@ -103,7 +90,7 @@ def create_platform_app(platform: DemoPlatform) -> Flask:
             return redirect("/")
         if session.get("user") and return_to:
             return redirect(return_to + "&token=" + platform.mint(session["user"]))
-        return page(title="Sign in", show_login=True, return_to=return_to)
+        return page("shop_login.html", title=_("Sign in"), return_to=return_to)
 
     @app.post("/logout")
     def logout() -> Response:
@@ -137,16 +124,26 @@ def create_platform_app(platform: DemoPlatform) -> Flask:
 
     @app.get("/huawei/bound")
     def bound() -> str:
-        return page(title="Huawei Cloud account linked", message="Huawei told us about your account "
-                    f"({request.args.get('result', '?')}). Open the console again to go straight in.")
+        linked = request.args.get("result") != "unbound"
+        return page("shop_message.html",
+                    title=_("Huawei Cloud account linked") if linked else _("Huawei Cloud account unlinked"),
+                    message=_("Your Huawei Cloud account is now linked to CloudMart. Open the console again to go "
+                              "straight in.") if linked else _("Your Huawei Cloud account is no longer linked."))
+
+    def returned_rows() -> list[tuple[str, str]]:
+        return [(str(_PARAM_LABELS.get(k, k)), v) for k, v in request.args.items(multi=True)]
 
     @app.get("/orders")
     def orders() -> str:
-        return page(title="Back on the partner platform: your order",
-                    params=dict(request.args), message="Thanks for your payment on Huawei Cloud.")
+        if not request.args:
+            return page("shop_message.html", title=_("My orders"),
+                        message=_("Orders you pay for on Huawei Cloud appear here."))
+        return page("shop_message.html", title=_("Back on the partner platform: your order"),
+                    message=_("Thank you! Your payment on Huawei Cloud went through."), rows=returned_rows())
 
     @app.get("/wallet")
     def wallet() -> str:
-        return page(title="Back on the partner platform: top-up", params=dict(request.args))
+        return page("shop_message.html", title=_("Back on the partner platform: top-up"),
+                    message=_("Your Huawei Cloud balance has been topped up."), rows=returned_rows())
 
     return app

@@ -26,7 +26,9 @@ from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import schema_errors
 from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
+from idp_bridge.saml.time import format_display
 from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ def _entity_id_of(xml: bytes) -> str:
 
 
 def _fmt(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return format_display(when)
 
 
 def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
@@ -150,7 +152,7 @@ def _check_keys(report: Report, config: Config, store: Store | None, now: dt.dat
                        "user the bridge runs as); consider the key exposed if others could read it",
                        expected="0600 (owner only)", actual=f"{mode:04o}")
         try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            cert = load_certificate_pem(cert_path.read_bytes())
         except (OSError, ValueError) as exc:
             report.add(g, f"{kid} certificate", False, f"{cert_path}: {exc}",
                        f"replace {cert_path} with the PEM certificate of {key_path}")

@@ -5,12 +5,17 @@ Huawei POSTs, through the customer's browser, ``bindRequest`` (base64 of a JSON 
 accept the ``bindRequest`` value exactly as received and, failing that, the redirect-style
 ``bindRequest=<url-encoded>&SigAlg=<url-encoded>`` (as the SAML Redirect binding signs), and
 record which one verified.
+
+The notice carries no timestamp or nonce, so ``digest`` (SHA-256 of the signed ``bindRequest``
+value) is what tells one notice from another: the store remembers the digest of every notice it
+applied and treats the same one again as a replay.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ class BindNotification:
     payload: dict[str, Any]  # the whole JSON object, as Huawei sent it
     signed_octets: str  # OCTETS_VALUE or OCTETS_REDIRECT
     certificate: x509.Certificate
+    digest: str  # SHA-256 (hex) of the bindRequest value: the same notice has the same digest
 
     @property
     def bound(self) -> bool:
@@ -117,4 +123,4 @@ def _decode(bind_request: str, signed_octets: str, cert: x509.Certificate) -> Bi
     if action_text == BIND and not values["domainId"]:
         raise BindingError("bindRequest binds (bindAction 0) but has no domainId", code="bind_malformed")
     return BindNotification(x_user_id, values["domainId"], values["domainName"], action_text, payload,
-                            signed_octets, cert)
+                            signed_octets, cert, hashlib.sha256(bind_request.encode("utf-8")).hexdigest())

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from idp_bridge.config import Config, ServiceProviderConfig
 from idp_bridge.errors import MetadataError, RequestError
+from idp_bridge.fetch import fetch_bounded
 from idp_bridge.huawei.sites import Site, site
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.xml import MAX_XML_BYTES
@@ -28,17 +28,8 @@ Fetcher = Callable[[str], bytes]
 
 
 def fetch_url(url: str, *, timeout: float = 10.0, max_bytes: int = MAX_XML_BYTES) -> bytes:
-    if not url.startswith(("https://", "http://")):
-        raise MetadataError(f"metadata URL {url!r} is not http(s)", code="metadata_url")
-    req = urllib.request.Request(url, headers={"User-Agent": "idp-bridge"})  # noqa: S310 - scheme checked above
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            data: bytes = resp.read(max_bytes + 1)
-    except OSError as exc:
-        raise MetadataError(f"cannot fetch SP metadata from {url!r}: {exc}", code="metadata_fetch") from exc
-    if len(data) > max_bytes:
-        raise MetadataError(f"SP metadata at {url!r} is larger than {max_bytes} bytes", code="metadata_too_large")
-    return data
+    """SP metadata from a URL, through the one bounded fetcher."""
+    return fetch_bounded(url, what="SP metadata", timeout=timeout, max_bytes=max_bytes)
 
 
 @dataclass(frozen=True)
@@ -114,6 +105,25 @@ class ServiceProviderRegistry:
                         raise
                     log.exception("SP %s: new metadata failed to load; keeping the previous copy", sp.name)
             return self._loaded[sp.name]
+
+    def refresh(self, name: str) -> LoadedServiceProvider:
+        """Load one SP's metadata now (the operator console's refresh button), in this process.
+
+        Unlike ``get``, an unreachable URL or a bad document is raised, not papered over with the cached
+        copy; the previous copy stays in use when that happens.
+        """
+        sp = self._config.sp(name)
+        data = load_sp_metadata_bytes(sp, fetcher=self._fetcher)
+        loaded = LoadedServiceProvider(sp, parse_sp_metadata(data), time.monotonic(), sp.metadata)
+        with self._lock:
+            self._loaded[sp.name] = loaded
+            if sp.metadata_is_url:
+                cache = self._config.metadata_dir / f"sp-{sp.name}.xml"
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_bytes(data)
+            else:
+                self._mtimes[sp.name] = Path(sp.metadata).stat().st_mtime
+        return loaded
 
     def all(self) -> list[LoadedServiceProvider]:
         return [self.get(sp.name) for sp in self._config.service_providers]

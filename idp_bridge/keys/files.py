@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from idp_bridge.errors import KeyRingError, SigningKeyError
 from idp_bridge.saml.algorithms import fingerprint
+from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
 STATES = ("next", "active", "retiring", "retired")
@@ -121,7 +122,7 @@ def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None)
     """Load and check one key pair: permissions, size, key/certificate match."""
     check_private_key_file(key_path)
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cert = load_certificate_pem(cert_path.read_bytes())
     except (OSError, ValueError) as exc:
         raise KeyRingError(f"certificate {str(cert_path)!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
     try:

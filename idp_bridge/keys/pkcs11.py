@@ -26,6 +26,7 @@ from idp_bridge.config import Pkcs11KeyConfig
 from idp_bridge.errors import KeyRingError, SigningKeyError
 from idp_bridge.keys.files import check_certificate_key, key_id_for
 from idp_bridge.saml import algorithms
+from idp_bridge.saml.certificates import load_certificate_pem
 
 _LIBS: dict[str, Any] = {}
 _LOGINS: dict[tuple[str, str], str] = {}
@@ -145,7 +146,7 @@ def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = N
         raise KeyRingError(f"PKCS#11 key {item.key_label!r}: the PIN environment variable {item.pin_env} is not set",
                         code="hsm_pin")
     try:
-        cert = x509.load_pem_x509_certificate(item.certificate.read_bytes())
+        cert = load_certificate_pem(item.certificate.read_bytes())
     except (OSError, ValueError) as exc:
         raise KeyRingError(f"PKCS#11 key {item.key_label!r}: certificate {str(item.certificate)!r} cannot be read "
                         f"as PEM: {exc}", code="key_cert_unreadable") from exc

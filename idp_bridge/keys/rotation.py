@@ -37,6 +37,7 @@ from idp_bridge.keys.files import (
 )
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import ECDSA_SHA256
+from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.store.keyring import KeyStateRecord, MetadataFetch
 
@@ -149,7 +150,7 @@ class Rotation:
 
     def _certificate(self, key_id: str) -> x509.Certificate | None:
         try:
-            return x509.load_pem_x509_certificate((self.config.key_dir / f"{key_id}.crt").read_bytes())
+            return load_certificate_pem((self.config.key_dir / f"{key_id}.crt").read_bytes())
         except (OSError, ValueError):
             pass
         if self.config.keys.pkcs11:
@@ -259,7 +260,7 @@ class Rotation:
                    now: dt.datetime | None = None) -> str:
         now = now or utcnow()
         try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
+            cert = load_certificate_pem(cert_pem)
         except ValueError as exc:
             raise KeyRingError(f"the certificate is not PEM: {exc}", code="key_cert_unreadable") from exc
         try:

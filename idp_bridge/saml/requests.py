@@ -10,6 +10,7 @@ typed error of the first failed one (:meth:`RequestVerdict.accept`), ``decode`` 
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,7 @@ from idp_bridge.saml.xml import (
 )
 
 NAMEID_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
+_REQUEST_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,255}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ def parse_authn_request(xml: bytes) -> AuthnRequest:
     request_id = (root.get("ID") or "").strip()
     if not request_id:
         raise RequestError("AuthnRequest has no ID", code="request_id_missing")
+    if not _REQUEST_ID.fullmatch(request_id):  # it is stored (replay) and echoed (InResponseTo): bounded
+        raise RequestError(f"AuthnRequest ID {request_id[:40]!r}… ({len(request_id)} characters) is not an "
+                           "xs:ID of at most 256 ASCII letters, digits, '_', '-', '.'", code="request_id_invalid")
 
     instant_text = root.get("IssueInstant")
     if instant_text is None:

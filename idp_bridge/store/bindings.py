@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Insert, Table, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import BindingRow, OutboxRow
@@ -54,34 +55,10 @@ class BindingRepository:
         now = require_aware(now)
         if not x_user_id or len(x_user_id) > 128:
             raise ValueError(f"x_user_id must be 1..128 characters, got {len(x_user_id)}")
-        t = BindingTable
-        row = {"x_user_id": x_user_id, "domain_id": domain_id, "domain_name": domain_name, "bind_action": bind_action,
-               "payload": payload, "bound": bound, "updated_at": now}
-        dialect_insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(t).values(row)
-        upsert: Insert = stmt.on_conflict_do_update(
-            index_elements=[t.c.x_user_id],
-            set_={k: stmt.excluded[k] for k in row if k != "x_user_id"},
-            where=or_(t.c.bound.is_distinct_from(stmt.excluded.bound),
-                      t.c.domain_id.is_distinct_from(stmt.excluded.domain_id),
-                      t.c.domain_name.is_distinct_from(stmt.excluded.domain_name)),
-        ).returning(t.c.x_user_id)
-        key = f"binding:{x_user_id}:{uuid.uuid4().hex}"
         with self._db.write() as conn:
-            if conn.execute(upsert).first() is None:
-                return False, None
-            if not notify:
-                return True, None
-            # The upsert holds this customer's row until commit, so numbering is serial per customer.
-            seq = conn.execute(update(t).where(t.c.x_user_id == x_user_id)
-                               .values(webhook_seq=t.c.webhook_seq + 1).returning(t.c.webhook_seq)).scalar_one()
-            conn.execute(insert(OutboxRow).values(
-                topic=WEBHOOK_TOPIC, dedupe_key=key, created_at=now, attempts=0, next_attempt_at=now,
-                customer=x_user_id, seq=seq,
-                payload={"event": WEBHOOK_TOPIC, "id": key, "seq": seq, "xUserId": x_user_id, "bound": bound,
-                         "domainId": domain_id, "domainName": domain_name, "bindAction": bind_action,
-                         "source": source, "at": now.isoformat()}))
-        return True, key
+            return upsert_binding(conn, dialect=self._db.dialect, x_user_id=x_user_id, bound=bound,
+                                  domain_id=domain_id, domain_name=domain_name, bind_action=bind_action,
+                                  payload=payload, source=source, now=now, notify=notify)
 
     def get(self, x_user_id: str) -> Binding | None:
         with self._db.read() as conn:
@@ -94,3 +71,47 @@ class BindingRepository:
             query = query.where(BindingTable.c.bound.is_(True))
         with self._db.read() as conn:
             return [_binding(r) for r in conn.execute(query)]
+
+
+def upsert_binding(conn: Connection, *, dialect: str, x_user_id: str, bound: bool, domain_id: str | None,
+                   domain_name: str | None, bind_action: str | None, payload: dict[str, Any] | None, source: str,
+                   now: datetime, notify: bool) -> tuple[bool, str | None]:
+    """``BindingRepository.apply`` inside the caller's write transaction."""
+    t = BindingTable
+    row = {"x_user_id": x_user_id, "domain_id": domain_id, "domain_name": domain_name, "bind_action": bind_action,
+           "payload": payload, "bound": bound, "updated_at": now}
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(t).values(row)
+    upsert: Insert = stmt.on_conflict_do_update(
+        index_elements=[t.c.x_user_id],
+        set_={k: stmt.excluded[k] for k in row if k != "x_user_id"},
+        where=or_(t.c.bound.is_distinct_from(stmt.excluded.bound),
+                  t.c.domain_id.is_distinct_from(stmt.excluded.domain_id),
+                  t.c.domain_name.is_distinct_from(stmt.excluded.domain_name)),
+    ).returning(t.c.x_user_id)
+    if conn.execute(upsert).first() is None:
+        return False, None
+    if not notify:
+        return True, None
+    return True, queue_webhook(conn, x_user_id=x_user_id, bound=bound, domain_id=domain_id, domain_name=domain_name,
+                               bind_action=bind_action, source=source, now=now)
+
+
+def queue_webhook(conn: Connection, *, x_user_id: str, bound: bool, domain_id: str | None, domain_name: str | None,
+                  bind_action: str | None, source: str, now: datetime) -> str:
+    """Queue the ``binding.changed`` webhook in the caller's transaction; return its idempotency key.
+
+    Called right after the customer's binding row was written in the same transaction, so that row is
+    locked until commit and the customer's webhooks are numbered one after another (``seq`` 1, 2, 3, ...).
+    """
+    t = BindingTable
+    seq = conn.execute(update(t).where(t.c.x_user_id == x_user_id)
+                       .values(webhook_seq=t.c.webhook_seq + 1).returning(t.c.webhook_seq)).scalar_one()
+    key = f"binding:{x_user_id}:{uuid.uuid4().hex}"
+    conn.execute(insert(OutboxRow).values(
+        topic=WEBHOOK_TOPIC, dedupe_key=key, created_at=now, attempts=0, next_attempt_at=now,
+        customer=x_user_id, seq=seq,
+        payload={"event": WEBHOOK_TOPIC, "id": key, "seq": seq, "xUserId": x_user_id, "bound": bound,
+                 "domainId": domain_id, "domainName": domain_name, "bindAction": bind_action,
+                 "source": source, "at": now.isoformat()}))
+    return key

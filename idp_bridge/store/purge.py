@@ -1,4 +1,4 @@
-"""Delete what has outlived its use."""
+"""Delete what has outlived its use (applied binding-notice digests are kept: they make replays harmless)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import delete
 
 from idp_bridge.store import throttle
 from idp_bridge.store.db import Database
-from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow
+from idp_bridge.store.tables import BindingJumpRow, OutboxRow, ReplayId, SessionRow
 from idp_bridge.store.timeutil import require_aware
 
 DEFAULT_OUTBOX_RETENTION = timedelta(days=7)
@@ -27,4 +27,6 @@ def purge_expired(
             )
         ).rowcount
         login_throttle = throttle.purge(conn, now)
-    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox, "login_throttle": login_throttle}
+        jumps = conn.execute(delete(BindingJumpRow).where(BindingJumpRow.expires_at <= now)).rowcount
+    return {"replay_ids": replay, "sessions": sessions, "outbox": outbox, "login_throttle": login_throttle,
+            "binding_jumps": jumps}

@@ -15,6 +15,7 @@ from sqlalchemy import URL, Engine
 
 from idp_bridge.store import migrate, purge
 from idp_bridge.store.audit import AuditRepository
+from idp_bridge.store.bind_guard import BindGuardRepository
 from idp_bridge.store.bindings import BindingRepository
 from idp_bridge.store.db import Database
 from idp_bridge.store.engine import create_store_engine
@@ -45,6 +46,7 @@ class Store:
         self.keyring = KeyRingRepository(self._db)
         self.exchanges = ExchangeRepository(self._db)
         self.bindings = BindingRepository(self._db)
+        self.bind_guard = BindGuardRepository(self._db)
         self.outbox = OutboxRepository(self._db)
 
     @classmethod

@@ -108,6 +108,29 @@ class BindingRow(Base):
     webhook_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+class BindingJumpRow(Base):
+    """A first-login console jump (``isFirstLogin=true``) the bridge sent: it allows one bind notice until it expires."""
+
+    __tablename__ = "binding_jumps"
+
+    x_user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sp: Mapped[str | None] = mapped_column(String(64))
+    jumped_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class BindingNoticeRow(Base):
+    """The SHA-256 of every Huawei binding notice applied: the same notice again is a replay and changes nothing."""
+
+    __tablename__ = "binding_notices"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    x_user_id: Mapped[str] = mapped_column(String(128), index=True)
+    bind_action: Mapped[str] = mapped_column(String(8))
+    domain_id: Mapped[str | None] = mapped_column(String(128))
+    applied_at: Mapped[datetime]
+
+
 class OutboxRow(Base):
     """A message to deliver at least once (webhooks); ``dedupe_key`` makes enqueueing idempotent."""
 

@@ -17,7 +17,19 @@ from idp_bridge.keys.rotation import Rotation
 from idp_bridge.ops.audit import configure_logging
 from idp_bridge.ops.housekeeping import purge_loop, spool_dir, spool_loop
 from idp_bridge.store import Store
-from idp_bridge.web import account, debug, errors, handoff, health, huawei, jump, saml, security, validation
+from idp_bridge.web import (
+    account,
+    debug,
+    errors,
+    handoff,
+    health,
+    huawei,
+    i18n,
+    jump,
+    saml,
+    security,
+    validation,
+)
 from idp_bridge.web.sessions import StoreSessionInterface
 
 
@@ -46,6 +58,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     security.install(app)
     validation.install(app)  # every value from outside, checked before any view
     errors.install(app)
+    i18n.install(app, cfg.ui.default_locale)
     for blueprint in (saml.bp, account.bp, jump.bp, handoff.bp, huawei.bp, health.bp, debug.bp):
         app.register_blueprint(blueprint)
     _load_plugins(app)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from werkzeug.wrappers import Response
 
 from idp_bridge.huawei.attributes import Customer
@@ -40,7 +42,8 @@ def login() -> Any:
             attempt = begin_attempt("login", user_id)
             if not attempt.allowed:
                 minutes = -(-attempt.retry_after // 60)
-                error = f"Too many sign-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+                error = ngettext("Too many sign-in attempts. Try again in %(num)d minute.",
+                                 "Too many sign-in attempts. Try again in %(num)d minutes.", minutes)
                 return render_template("login.html", error=error), 429, {"Retry-After": str(attempt.retry_after)}
             user = bridge().store.users.authenticate(user_id, password)
             if user is not None:
@@ -51,7 +54,7 @@ def login() -> Any:
             return continue_after_login()
         audit(bridge().store, "rejection", "refused", reason_code="login_failed", correlation_id=correlation_id(),
               customer=user_id or None, detail={"reason": "wrong user ID or password"})
-        error, status = "Wrong user ID or password.", 401
+        error, status = _("Wrong user ID or password."), 401
     return render_template("login.html", error=error), status
 
 

@@ -18,10 +18,24 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from html import unescape
 from typing import Any
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from werkzeug.wrappers import Response
 
 from idp_bridge.diagnostics.exchanges import (
@@ -127,7 +141,9 @@ def login() -> Any:
         check_csrf()
         attempt = begin_attempt("console", "operator")
         if not attempt.allowed:
-            error = f"Too many sign-in attempts. Try again in {-(-attempt.retry_after // 60)} minute(s)."
+            minutes = -(-attempt.retry_after // 60)
+            error = ngettext("Too many sign-in attempts. Try again in %(num)d minute.",
+                             "Too many sign-in attempts. Try again in %(num)d minutes.", minutes)
             return _render("debug_login.html", error=error), 429, {"Retry-After": str(attempt.retry_after)}
         if _password_ok(request.form.get("password", "")[:1024]):
             attempt.succeeded()
@@ -140,7 +156,7 @@ def login() -> Any:
             audit(bridge().store, "debug_login", "ok", correlation_id=correlation_id())
             return redirect(url_for("debug.index"))
         audit(bridge().store, "debug_login", "refused", reason_code="debug_password", correlation_id=correlation_id())
-        error = "Wrong operator password."
+        error = _("Wrong operator password.")
         return _render("debug_login.html", error=error), 401
     return _render("debug_login.html", error=error)
 
@@ -158,10 +174,10 @@ def logout() -> Response:
 def _age(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:
-        return f"{seconds} s"
+        return str(_("%(n)d s", n=seconds))
     if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
+        return str(_("%(n)d min", n=seconds // 60))
+    return str(_("%(n)d h", n=seconds // 3600))
 
 
 def _key_rows() -> tuple[list[dict[str, str]], str | None]:
@@ -177,50 +193,131 @@ def _key_rows() -> tuple[list[dict[str, str]], str | None]:
     return rows, getattr(b.keys, "last_error", None)
 
 
-def _sp_rows() -> list[dict[str, str]]:
+def _sp_rows() -> list[dict[str, Any]]:
     b = bridge()
-    rows = []
+    rows: list[dict[str, Any]] = []
     now = dt.datetime.now(dt.UTC)
     for sp_cfg in b.config.service_providers:
-        row = {"name": sp_cfg.name, "site": sp_cfg.site, "source": sp_cfg.metadata,
-               "x_account_type": sp_cfg.x_account_type}
+        row: dict[str, Any] = {"name": sp_cfg.name, "site": sp_cfg.site, "source": sp_cfg.metadata,
+                               "x_account_type": sp_cfg.x_account_type, "is_url": sp_cfg.metadata_is_url}
         try:
             sp = b.sps.get(sp_cfg.name)
         except ANY_ERROR as exc:
             row.update({"status": "error", "detail": exc.operator})
             rows.append(row)
             continue
-        certs = sp.metadata.signing_certificates
         valid_until = sp.metadata.valid_until
         row.update({
             "status": "ok", "entity_id": sp.metadata.entity_id, "age": _age(time.monotonic() - sp.loaded_at),
             "valid_until": valid_until.strftime("%Y-%m-%d") if valid_until else "—",
-            "expired": "yes" if valid_until and valid_until < now else "no",
-            "certificates": ", ".join(f"{fingerprint(c)[:23]}… until {c.not_valid_after_utc:%Y-%m-%d}"
-                                      for c in certs) or "none",
-            "acs": ", ".join(sp.metadata.acs_locations),
+            "valid_days": (valid_until - now).days if valid_until else None,
+            "expired": bool(valid_until and valid_until < now),
+            "certificates": [{"fingerprint": fingerprint(c), "not_after": f"{c.not_valid_after_utc:%Y-%m-%d}"}
+                             for c in sp.metadata.signing_certificates],
+            "acs": list(sp.metadata.acs_locations),
         })
         rows.append(row)
     return rows
 
 
-def _rejections() -> list[Any]:
-    try:
-        return [e for e in bridge().store.audit.recent(100) if e.outcome != "ok"]
-    except Exception:  # noqa: BLE001 - the page still shows the rest
-        return []
+PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class ExchangeQuery:
+    """The overview's search: correlation id (or request ID), SP name, outcome ("ok" / "refused"), page."""
+
+    q: str = ""
+    sp: str = ""
+    outcome: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> ExchangeQuery:
+        page = args.get("page", "1")
+        outcome = args.get("outcome", "")
+        return cls(q=args.get("q", "").strip()[:128], sp=args.get("sp", "")[:64],
+                   outcome=outcome if outcome in ("ok", "refused") else "",
+                   page=max(1, min(int(page), 10_000)) if page.isdigit() else 1)
+
+    def matches(self, x: Exchange, sp_of: Mapping[str, str], sp_ids: Mapping[str, set[str]]) -> bool:
+        if self.q:
+            needle = self.q.lower()
+            if needle not in x.correlation_id.lower() and not any(
+                    needle in str(x.summary.get(k, "")).lower() for k in ("ID", "InResponseTo")):
+                return False
+        if self.outcome and (self.outcome == "refused") != x.refused:
+            return False
+        if self.sp:
+            ids = sp_ids.get(self.sp, set())
+            if sp_of.get(x.correlation_id) != self.sp and not ids & {str(v) for v in x.summary.values()}:
+                return False
+        return True
+
+
+def _sp_identifiers() -> dict[str, set[str]]:
+    """SP name -> its entity ID and ACS URLs, as they appear in exchange summaries."""
+    out: dict[str, set[str]] = {}
+    for sp_cfg in bridge().config.service_providers:
+        try:
+            sp = bridge().sps.get(sp_cfg.name)
+        except ANY_ERROR:
+            continue
+        out[sp_cfg.name] = {sp.metadata.entity_id, *sp.metadata.acs_locations}
+    return out
 
 
 @bp.get("/")
 def index() -> str:
-    events = _rejections()
-    reasons = {e.correlation_id: e for e in events if e.correlation_id}
-    exchanges: list[Exchange] = exchange_log().recent()
+    try:
+        events = bridge().store.audit.recent(200)
+    except Exception:  # noqa: BLE001 - the page still shows the rest
+        events = []
+    rejections = [e for e in events if e.outcome != "ok"]
+    reasons = {e.correlation_id: e for e in rejections if e.correlation_id}
+    sp_of = {e.correlation_id: e.sp for e in events if e.correlation_id and e.sp}
+    query = ExchangeQuery.from_args(request.args)
+    found = [x for x in exchange_log().recent() if query.matches(x, sp_of, _sp_identifiers())]
+    pages = max(1, -(-len(found) // PAGE_SIZE))
+    page = min(query.page, pages)
+    if query.q:
+        rejections = [e for e in rejections if query.q.lower() in (e.correlation_id or "").lower()]
+    if query.sp:
+        rejections = [e for e in rejections if e.sp == query.sp]
     keys, key_error = _key_rows()
     b = bridge()
-    return _render("debug_index.html", exchanges=exchanges, reasons=reasons, rejections=events[:30],
-                           keys=keys, key_error=key_error, sps=_sp_rows(),
-                           sp_names=[s.name for s in b.config.service_providers])
+    return _render("debug_index.html", exchanges=found[(page - 1) * PAGE_SIZE:page * PAGE_SIZE],
+                   total=len(found), page=page, pages=pages, page_size=PAGE_SIZE, query=query,
+                   reasons=reasons, rejections=rejections[:30], keys=keys, key_error=key_error, sps=_sp_rows(),
+                   sp_names=[s.name for s in b.config.service_providers], notice=session.pop("debug_notice", None))
+
+
+@bp.get("/metadata.xml")
+def metadata_download() -> Response:
+    """Our IdP metadata as a file for Partner Center; not recorded as a fetch (it is no evidence of Huawei's)."""
+    resp = make_response(bridge().metadata().xml)
+    resp.content_type = "application/samlmetadata+xml; charset=utf-8"
+    resp.headers["Content-Disposition"] = 'attachment; filename="IDP Metadata.xml"'
+    return resp
+
+
+@bp.post("/sp/<name>/refresh")
+def refresh_sp(name: str) -> Response:
+    check_csrf()
+    b = bridge()
+    try:
+        loaded = b.sps.refresh(name)
+        notice = ("ok", _("Metadata of %(sp)s reloaded in this worker: entity ID %(entity)s.", sp=name,
+                          entity=loaded.metadata.entity_id))
+        outcome, reason = "ok", None
+    except ANY_ERROR as exc:
+        notice = ("bad", _("Metadata of %(sp)s could not be reloaded; the previous copy stays in use: %(why)s",
+                           sp=name, why=exc.operator))
+        outcome, reason = "refused", exc.code
+    audit(b.store, "debug_sp_refresh", outcome, reason_code=reason, correlation_id=correlation_id(),
+          sp=name if name in {s.name for s in b.config.service_providers} else None)
+    session["debug_notice"] = notice
+    return redirect(url_for("debug.index") + "#sps")
 
 
 @bp.route("/preview", methods=["GET", "POST"])

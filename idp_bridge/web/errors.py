@@ -1,5 +1,6 @@
-"""Rejections: the operator reads the exact reason in the log and the audit trail; the browser gets
-a plain page with the status and a correlation id, and nothing else.
+"""Rejections: the operator reads the exact reason in the log and the audit trail; the browser gets a page
+in the customer's language saying what happened, what to do next and the way back to the platform, with a
+correlation id, and nothing else (messages.py holds the customer wording).
 
 Rule: a database fault is a 503 page wherever it happens - in a view, while loading the session
 before it, or while saving the session after it (the response built so far, perhaps a redirect
@@ -13,21 +14,31 @@ import logging
 import sqlite3
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, g, render_template, request, session
+from flask import Flask, Request, Response, current_app, g, render_template, request, session, url_for
 from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from idp_bridge.errors import AnyError, BridgeError, SamlError, StoreUnavailableError
 from idp_bridge.ops.audit import audit
+from idp_bridge.web.messages import FAMILIES, Family, family_for
 from idp_bridge.web.security import correlation_id
 
 log = logging.getLogger("idp_bridge.web")
 
 RETRY_AFTER_SECONDS = 5
-UNAVAILABLE_TITLE = "The service is temporarily unavailable"
 # Endpoints that answer without a session (a health check must report the database, not fail on it).
 _SESSIONLESS = frozenset({"health.healthz", "static"})
+
+
+def platform_url() -> str:
+    """The way back: ``[platform] home_url``, else its ``login_url``, else our own start page."""
+    p = current_app.extensions["idp_bridge"].config.platform
+    return str(p.home_url or p.login_url or url_for("account.home"))
+
+
+def error_page(family: Family, status: int) -> tuple[str, int]:
+    return render_template("error.html", status=status, correlation_id=correlation_id(), family=family), status
 
 
 def is_store_fault(exc: BaseException | None) -> bool:
@@ -42,9 +53,9 @@ def _unavailable(exc: BaseException) -> tuple[str, int, dict[str, str]]:
         log.error(json.dumps({"event": "store_unavailable", "correlation_id": cid, "path": request.path,
                               "error": reason}))
         audit(current_app.extensions["idp_bridge"].store, "rejection", "error", reason_code="store_unavailable",
-              correlation_id=cid, detail={"reason": reason, "path": request.path})
-    page = render_template("error.html", status=503, correlation_id=cid, title=UNAVAILABLE_TITLE)
-    return page, 503, {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+              correlation_id=cid, detail={"reason": reason, "path": request.path, "shown": "unavailable"})
+    page, status = error_page(FAMILIES["unavailable"], 503)
+    return page, status, {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
 
 
 class UnavailableSession(dict[str, Any], SessionMixin):
@@ -85,6 +96,7 @@ class FaultTolerantSessions(SessionInterface):
 
 
 def install(app: Flask) -> None:
+    app.jinja_env.globals["platform_url"] = platform_url
     app.session_interface = FaultTolerantSessions(app.session_interface)
 
     @app.before_request
@@ -100,25 +112,22 @@ def install(app: Flask) -> None:
         cid = correlation_id()
         # A refused SSO request must not leave a half-done login behind.
         session.pop("pending", None)
-        audit(current_app.extensions["idp_bridge"].store, "rejection", "refused", reason_code=exc.code,
-              correlation_id=cid, detail={"reason": exc.operator})
         status = exc.status if 400 <= exc.status < 600 else 400
-        return render_template("error.html", status=status, correlation_id=cid,
-                               title="The sign-in could not be completed" if status < 500
-                               else "The service is not set up correctly"), status
+        family = family_for(exc.code, status, request.endpoint)
+        audit(current_app.extensions["idp_bridge"].store, "rejection", "refused", reason_code=exc.code,
+              correlation_id=cid, detail={"reason": exc.operator, "shown": family.name})
+        return error_page(family, status)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         if isinstance(exc, InternalServerError) and is_store_fault(exc.original_exception):
             return _unavailable(exc.original_exception)  # type: ignore[arg-type]
         status = exc.code or 500
-        return render_template("error.html", status=status, correlation_id=correlation_id(),
-                               title=exc.name), status
+        return error_page(family_for(None, status), status)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         if is_store_fault(exc):
             return _unavailable(exc)
         log.exception('{"event": "error", "correlation_id": "%s"}', correlation_id())
-        return render_template("error.html", status=500, correlation_id=correlation_id(),
-                               title="Something went wrong"), 500
+        return error_page(family_for(None, 500), 500)

@@ -1,6 +1,8 @@
 """The URLs Huawei sends the customer's browser to (set in Partner Center).
 
-- ``POST /huawei/bind``      Huawei's binding notification (signed; no CSRF token: Huawei posts it)
+- ``POST /huawei/bind``      Huawei's binding notification (signed; no CSRF token: Huawei posts it). A
+  replay of a notice already applied gets the same landing page, changes nothing and is audited
+  ``binding/refused`` with reason ``bind_replayed`` / ``unbind_replayed``; a new notice the state does not allow is refused (409, partner/service.py).
 - ``GET  /huawei/return``    "order payment success" return -> the configured platform page
 - ``GET  /huawei/recharge``  top-up return -> the configured platform page
 """
@@ -24,10 +26,12 @@ def bind() -> Response | tuple[str, int]:
     b = bridge()
     outcome = accept_bind_notification(b, request.form)  # BridgeError -> 400 page, audited, nothing stored
     note = outcome.notification
-    audit(b.store, "binding", "ok", reason_code="bind" if note.bound else "unbind", correlation_id=correlation_id(),
+    kind = "bind" if note.bound else "unbind"
+    audit(b.store, "binding", "refused" if outcome.replayed else "ok",
+          reason_code=f"{kind}_replayed" if outcome.replayed else kind, correlation_id=correlation_id(),
           sp=outcome.sp_name, customer=note.x_user_id,
           detail={"domain_id": note.domain_id, "domain_name": note.domain_name, "bind_action": note.bind_action,
-                  "changed": outcome.changed, "signed_octets": note.signed_octets,
+                  "changed": outcome.changed, "signed_octets": note.signed_octets, "digest": note.digest,
                   "webhook": outcome.webhook_key})
     landing = b.config.platform.bind_landing_url
     if landing:

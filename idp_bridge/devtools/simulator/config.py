@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from idp_bridge.errors import ConfigError, MetadataError
+from idp_bridge.errors import ConfigError
+from idp_bridge.fetch import fetch_bounded
 from idp_bridge.huawei.sites import SITES, Site
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
@@ -108,15 +108,5 @@ def fetch_metadata(source: MetadataSource) -> bytes:
         return source
     if callable(source):
         return source()
-    if not source.startswith(("http://", "https://")):
-        raise MetadataError(f"IdP metadata source {source!r} is not an http(s) URL", code="metadata_source")
-    request = urllib.request.Request(source, headers={"Accept": "application/samlmetadata+xml, */*"})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as resp:  # noqa: S310 - scheme checked
-            data: bytes = resp.read(FETCH_MAX_BYTES + 1)
-    except OSError as exc:
-        raise MetadataError(f"could not fetch IdP metadata from {source}: {exc}", code="metadata_fetch") from exc
-    if len(data) > FETCH_MAX_BYTES:
-        raise MetadataError(f"IdP metadata at {source} is larger than {FETCH_MAX_BYTES} bytes",
-                            code="metadata_too_large")
-    return data
+    return fetch_bounded(source, what="IdP metadata", timeout=FETCH_TIMEOUT_SECONDS, max_bytes=FETCH_MAX_BYTES,
+                         headers={"Accept": "application/samlmetadata+xml, */*"})

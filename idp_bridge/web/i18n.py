@@ -1,0 +1,72 @@
+"""Page language: zh-CN or English, through Flask-Babel and the catalogues in ``web/translations``.
+
+Rule: the visitor's explicit choice (the ``lang`` cookie set by ``/lang``) wins, then the browser's
+``Accept-Language``, then ``[ui] default_locale``. Every string a customer or operator reads goes through
+``_()`` / ``{% trans %}``; the msgids are the English text, ``zh_Hans_CN/LC_MESSAGES/messages.po`` holds the
+Chinese (``scripts/i18n.sh`` extracts, updates and compiles; the compiled ``.mo`` is committed). The folder is
+``zh_Hans_CN``, not ``zh_CN``: Babel resolves the locale ``zh_CN`` to ``zh_Hans_CN`` and gettext looks for that
+name (or ``zh``), never ``zh_CN``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Flask, current_app, redirect, request
+from flask_babel import Babel, get_locale
+from werkzeug.wrappers import Response
+
+from idp_bridge.config import UI_LOCALES
+from idp_bridge.web.security import safe_next
+
+TRANSLATIONS = Path(__file__).with_name("translations")
+COOKIE = "lang"
+#: Accept-Language tag -> Babel locale. Any other Chinese tag (zh, zh-TW, zh-Hans) falls back to zh-CN.
+_TAGS = {"en": "en", "zh-CN": "zh_CN"}
+
+bp = Blueprint("i18n", __name__)
+
+
+def select_locale() -> str:
+    chosen = request.cookies.get(COOKIE, "")
+    if chosen in UI_LOCALES:
+        return chosen
+    tag = request.accept_languages.best_match(list(_TAGS))
+    if tag is None and any(lang.lower().startswith("zh") for lang in request.accept_languages.values()):
+        tag = "zh-CN"
+    return _TAGS[tag] if tag else str(current_app.config["BABEL_DEFAULT_LOCALE"])
+
+
+def html_lang() -> str:
+    """The ``<html lang>`` value of the page being rendered ("zh-CN" or "en")."""
+    locale = get_locale()
+    return "zh-CN" if locale is not None and locale.language == "zh" else "en"
+
+
+#: Pages that a second visit would break (one-time tokens, a consumed AuthnRequest): switch back to "/".
+_ONE_SHOT = {"saml.sso", "saml.sso_continue", "jump.go", "handoff.handoff", "i18n.choose"}
+
+
+def language_return() -> str:
+    """Where the language switch returns to: this page if showing it again is harmless, else the start page."""
+    if request.method == "GET" and request.endpoint not in _ONE_SHOT and request.blueprint != "huawei":
+        return request.full_path.rstrip("?")
+    return "/_bridge/" if request.blueprint == "debug" else "/"
+
+
+@bp.get("/lang/<locale>")
+def choose(locale: str) -> Response:
+    """The language switch in every page's footer: remember the choice for a year, go back to the page."""
+    target = safe_next(request.args.get("next")) or "/"
+    resp = redirect(target, 303)
+    if locale in UI_LOCALES:
+        resp.set_cookie(COOKIE, locale, max_age=365 * 86400, samesite="Lax", httponly=True,
+                        secure=request.is_secure)
+    return resp
+
+
+def install(app: Flask, default_locale: str) -> None:
+    app.config["BABEL_DEFAULT_LOCALE"] = default_locale
+    Babel(app, locale_selector=select_locale, default_translation_directories=str(TRANSLATIONS))
+    app.jinja_env.globals.update(html_lang=html_lang, language_return=language_return)
+    app.register_blueprint(bp)
