@@ -74,7 +74,8 @@ class Gunicorn:
 
     def crashes(self) -> list[str]:
         """Workers that died of a signal or an error (not a graceful reload)."""
-        return re.findall(r".*(?:was sent SIG\w+|exited with code [1-9]|Worker failed to boot|SIGBUS|SIGSEGV).*",
+        # SIGTERM is gunicorn's own (reload, shutdown); any other signal, an error exit or a failed boot is a crash
+        return re.findall(r".*(?:was sent SIG(?!TERM)\w+|exited with code [1-9]|Worker failed to boot|SIGBUS|SIGSEGV).*",
                           self.output())
 
     def worker_pids(self) -> list[int]:
