@@ -228,3 +228,16 @@ def test_bindings_import_is_not_gated(app: Flask) -> None:
                                              now=dt.datetime.now(dt.UTC), notify=False)
     assert changed and state(app) == (True, "dom-A")
     assert post(app, notice("A", action=1))[0] == 303 and state(app) == (False, "dom-A")  # names the current one
+
+
+def test_the_pending_jump_is_shared_by_every_node(app: Flask, env: Env) -> None:
+    """Jump on one node, Huawei's notice on another: the jump lives in the shared database, not a process."""
+    store = Store.from_url(env.config.database_url, password_hasher=FAST_PASSWORD_HASHER)
+    other_node = create_app(bridge=IdentityProvider(env.config, store))
+    try:
+        jump(app, env)
+        assert other_node.test_client().post("/huawei/bind", data=notice("A")).status_code == 303
+        assert state(app) == (True, "dom-A")
+        assert post(app, notice("A"))[0] == 303 and last_event(app)[2] == "bind_replayed"  # replay seen on node 1
+    finally:
+        store.dispose()

@@ -245,7 +245,8 @@ def test_demo_journey_error_pages_and_console_in_both_languages(demo: DemoSetup,
     assert p.text_content("#no-exchanges") == t("No exchanges match.")
 
     # keys and metadata: the download, the fingerprints, the SP refresh
-    p.goto(bridge + "/_bridge/#keys-section")
+    p.click("#nav-trust")
+    p.wait_for_url(bridge + "/_bridge/trust")
     with p.expect_download() as download:
         p.click("#metadata-download")
     assert download.value.suggested_filename == "IDP Metadata.xml"

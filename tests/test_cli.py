@@ -78,7 +78,7 @@ def test_sp_add_reads_huawei_cn_fixture(workdir: Path) -> None:
     assert (sp.name, sp.site, sp.x_account_type) == ("huawei-cn", "cn", "partner_x_123")
     assert sp.console_hosts == ("console.huaweicloud.com",)
     listing = run("sp", "list")
-    assert "huawei-cn" in listing and "entityID=https://auth.huaweicloud.com/" in listing
+    assert listing.startswith("NAME") and "huawei-cn" in listing and " https://auth.huaweicloud.com/ " in listing
 
 
 def test_sp_add_refuses_metadata_that_is_not_sp_metadata(workdir: Path) -> None:

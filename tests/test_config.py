@@ -37,6 +37,7 @@ CASES: dict[str, tuple[str, Mutation, str]] = {
     "bool for int": ("config_type", lambda r: r.update(limits={"login_window_seconds": True}), "login_window_seconds"),
     "table not a table": ("config_type", lambda r: r.update(saml=3), "saml"),
     "sp not a list": ("config_type", lambda r: r.update(sp={"name": "x"}), "[[sp]]"),
+    "pattern": ("config_pattern", lambda r: r.update(huawei={"mobile_pattern": "(["}), "regular expression"),
     "locale": ("config_range", lambda r: r.update(ui={"default_locale": "fr"}), "en, zh_CN"),
     "range": ("config_range", lambda r: r.update(saml={"clock_skew_seconds": 601}), "between 1 and 600"),
     "negative": ("config_range", lambda r: r.update(keys={"publish_lead_seconds": -1}), "at least 0"),

@@ -40,7 +40,9 @@ ENDPOINTS = [("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("POST", "/log
              ("POST", "/huawei/bind"), ("GET", "/huawei/return"), ("GET", "/huawei/recharge"), ("GET", "/healthz"),
              ("GET", "/_bridge/login"), ("POST", "/_bridge/login"), ("POST", "/_bridge/logout"), ("GET", "/_bridge/"),
              ("GET", "/_bridge/preview"), ("POST", "/_bridge/preview"), ("POST", "/_bridge/test-login"),
-             ("GET", "/static/style.css"), ("GET", "/nowhere"), ("PUT", "/login"), ("DELETE", "/huawei/bind")]
+             ("GET", "/static/style.css"), ("GET", "/nowhere"), ("PUT", "/login"), ("DELETE", "/huawei/bind"),
+             ("POST", "/handoff/confirm"), ("GET", "/_bridge/metadata.xml"), ("GET", "/lang/en"), ("GET", "/lang/%00"),
+             ("POST", "/_bridge/sp/huawei-cn/refresh"), ("POST", "/_bridge/sp/%2e%2e/refresh")]
 FIELD_NAMES = sorted({name for rules in FIELDS.values() for name in rules} | {"orderId", "amount", "result"})
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -128,6 +130,11 @@ def assert_refused_safely(client: FlaskClient, resp: Any, env: Env, *, must_refu
         assert "customer" not in sess and "user_id" not in sess and not sess.get("debug_operator"), dict(sess)
 
 
+def live_routes(app: Flask) -> list[tuple[str, str]]:
+    return sorted((method, re.sub(r"<[^>]*>", "x", rule.rule)) for rule in app.url_map.iter_rules()
+                  for method in (rule.methods or set()) - {"HEAD", "OPTIONS"})
+
+
 def send(client: FlaskClient, method: str, path: str, params: dict[str, str], headers: dict[str, str],
          raw_query: str | None = None) -> Any:
     if method == "GET":
@@ -138,7 +145,7 @@ def send(client: FlaskClient, method: str, path: str, params: dict[str, str], he
 
 # --- generated hostile requests at every endpoint ------------------------------------------------------------
 @FUZZ
-@given(endpoint=st.sampled_from(ENDPOINTS), params=st.dictionaries(NAMES, VALUES, max_size=5), headers=HEADERS,
+@given(endpoint=st.sampled_from(ENDPOINTS) | st.integers(0, 999).map(lambda i: ("ROUTE", str(i))), params=st.dictionaries(NAMES, VALUES, max_size=5), headers=HEADERS,
        with_csrf=st.booleans(), raw_query=st.none() | st.text(string.printable, max_size=200))
 @example(endpoint=("POST", "/login"), params={"user_id": "cust-1001\x00", "password": "x"}, headers={},
          with_csrf=True, raw_query=None)
@@ -149,6 +156,8 @@ def test_generated_requests_never_5xx_never_sign_in(app: Flask, env: Env, endpoi
                                                    with_csrf: bool, raw_query: str | None) -> None:
     client = app.test_client()
     method, path = endpoint
+    if method == "ROUTE":  # any route the app has, including ones added after this list was written
+        method, path = live_routes(app)[int(path) % len(live_routes(app))]
     if method == "POST" and with_csrf:
         params = {"csrf_token": csrf(client, "/_bridge/login" if path.startswith("/_bridge") else "/login"), **params}
     resp = send(client, method, path, params, headers, raw_query)
@@ -262,8 +271,11 @@ def test_long_signed_request_id_refused_and_ordinary_one_accepted(app: Flask, en
     assert "SAMLResponse" in extract_form(client.get("/saml/continue").get_data(as_text=True))
 
 
-def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask) -> None:
+def test_deep_or_dirty_bind_json_refused_and_honest_notice_stored(app: Flask, env: Env) -> None:
     client = app.test_client()
+    # what precedes an honest notice: the first-login jump to Huawei
+    jump = client.get("/go", query_string={"token": mint(env, "c-1"), "service": "https://console.huaweicloud.com/"})
+    assert jump.status_code == 302 and "isFirstLogin=true" in jump.headers["Location"]
     deep = '{"xUserId":"c-1","domainId":"d1","bindAction":0,"x":' + "[" * 5000 + "]" * 5000 + "}"
     assert client.post("/huawei/bind", data=_huawei_signed(_b64(deep))).status_code == 400
     dirty = '{"xUserId":"c-1\\u0000","domainId":"d1","bindAction":0}'
@@ -304,4 +316,21 @@ def test_a_fuzz_run_is_not_vacuous() -> None:
     with pytest.raises(InputError):
         check_bind_request(_b64("[" * 50 + "]" * 50))
     assert check_bind_request(_b64('{"xUserId":"c","bindAction":0}')) == {"xUserId": "c", "bindAction": 0}
-    write_raw_config  # noqa: B018 - imported for the env fixture's config edits
+
+
+def test_every_field_rule_names_a_route(app: Flask) -> None:
+    assert len(live_routes(app)) >= 20  # the fuzz draws from the live routes too
+    assert set(FIELDS) <= {rule.endpoint for rule in app.url_map.iter_rules()}  # no rule for a renamed endpoint
+
+
+def test_fixed_endpoints_take_only_their_fields(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/login?next=https://evil.example/").status_code == 400  # smuggled, never read, refused
+    assert client.get("/healthz?x=1").status_code == 400
+    token = csrf(client)
+    resp = client.post("/login", data={"user_id": "cust-1001", "password": PASSWORD, "csrf_token": token,
+                                       "is_admin": "1"})
+    assert resp.status_code == 400 and "input_unexpected" in audit_reasons(app)
+    assert client.get("/login").status_code == 200 and client.get("/healthz").status_code == 200
+    # open endpoints pass extra (checked) parameters through: Huawei's return adds its own
+    assert client.get("/huawei/return?orderId=CS1&other=x").status_code == 302

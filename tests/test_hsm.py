@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from idp_bridge.config import Pkcs11KeyConfig
 from idp_bridge.errors import KeyRingError
-from idp_bridge.keys.files import load_key_ring
+from idp_bridge.keys.files import key_id_for
 from idp_bridge.keys.pkcs11 import Pkcs11Signer, signer_from_config
+from idp_bridge.keys.ring import load_ring
 from idp_bridge.saml import algorithms
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT
@@ -97,7 +98,7 @@ def test_response_signed_in_the_token_passes_xmlsec1(token: TestKey, hsm_dir: Pa
 def test_token_key_joins_the_key_ring(token: TestKey, hsm_dir: Path) -> None:
     item = Pkcs11KeyConfig(module=MODULE, token_label="bridge", key_label="signing", certificate=hsm_dir / "hsm.crt")
     signer = signer_from_config(item, {"IDP_BRIDGE_PKCS11_PIN": PIN})
-    ring = load_key_ring(hsm_dir / "no-files", extra_signers=[signer])
+    ring = load_ring(hsm_dir / "no-files", hsm=[signer])
     assert ring.active.signer is signer and ring.active.key_id == signer.key_id
 
 
@@ -154,3 +155,45 @@ def test_ecdsa_token_key_signs_and_must_match_its_certificate(token: TestKey, hs
             signer_from_config(wrong, {"IDP_BRIDGE_PKCS11_PIN": PIN})
         assert exc.value.code == "key_cert_mismatch", cert
         assert "does not match" in exc.value.operator or "is EC" in exc.value.operator
+
+
+def test_check_passes_a_deployment_whose_only_key_is_in_the_token(token: TestKey, hsm_dir: Path, tmp_path: Path,
+                                                                  db_url: str) -> None:
+    """Issue 9.1: `idp-bridge check` must assemble the key ring like the bridge does, PKCS#11 keys included, and
+    not stop at an empty key folder."""
+    from idp_bridge.config import load_config, read_raw_config, write_raw_config
+    from idp_bridge.diagnostics.check import check_deployment
+    from idp_bridge.diagnostics.http import HttpResult
+    from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.store import Store
+    from tests.journey import make_env
+
+    kid = key_id_for(token.certificate)
+    env = make_env(tmp_path / "bridge", db_url)
+    for path in env.config.key_dir.iterdir():
+        path.unlink()  # no key files at all: the token holds the only key
+    assert env.config.path is not None
+    raw = read_raw_config(env.config.path)
+    raw["keys"] = {"pkcs11": [{"module": str(MODULE), "token_label": "bridge", "key_label": "signing",
+                               "certificate": str(hsm_dir / "hsm.crt"), "pin_env": "TEST_PKCS11_PIN"}]}
+    write_raw_config(env.config.path, raw)
+    os.environ["TEST_PKCS11_PIN"] = PIN
+    try:
+        config = load_config(env.config.path)
+        store = Store.from_url(db_url)
+        bridge = IdentityProvider(config, store)
+        assert bridge.keys.ring().active.key_id == kid  # what the bridge itself signs with
+        bridge.export_metadata()
+        store.dispose()
+
+        def unreachable(method: str, url: str) -> HttpResult:
+            raise OSError("not started in this test")
+
+        report = check_deployment(env.config.path, fetch=unreachable)
+    finally:
+        os.environ.pop("TEST_PKCS11_PIN", None)
+    keys = [i for i in report.items if i.group == "keys"]
+    assert keys and all(i.ok for i in keys), report.render()
+    assert any(kid in i.detail and i.name == "key states" for i in keys), report.render()
+    assert not [i for i in report.items if i.name == "metadata builds" and not i.ok], report.render()
+    assert report.item("our metadata", "schema-valid").ok, report.render()

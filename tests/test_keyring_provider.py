@@ -118,6 +118,7 @@ def test_healthz_reports_the_refusal_and_expiry(env: Env, store: Store) -> None:
     bad = make_key("bad")
     kid = drop_pair(env.config.key_dir, bad, mode=0o666)
     store.keyring.register(kid, state="next", now=dt.datetime.now(dt.UTC))
+    bridge.keys.refresh()  # what the background refresh does within reload_seconds (/healthz never loads keys)
     report = app.test_client().get("/healthz").get_json()
     assert report["status"] == "warn"
     assert "chmod 600" in report["key_reload_error"]

@@ -13,7 +13,8 @@ from sqlalchemy import insert
 from idp_bridge.errors import KeyRingError
 from idp_bridge.huawei.attributes import Customer
 from idp_bridge.idp.identity_provider import IdentityProvider, PendingLogin
-from idp_bridge.keys.files import generate_key, load_key_ring
+from idp_bridge.keys.files import generate_key
+from idp_bridge.keys.ring import load_ring
 from idp_bridge.store import Store
 from idp_bridge.store.tables import KeyStateRow
 from tests.journey import SP_ACS, SP_ENTITY_ID, make_env, python3_saml_validate
@@ -23,26 +24,26 @@ NOW = dt.datetime(2026, 5, 10, 12, 0, tzinfo=dt.UTC)
 
 def test_bootstrap_unrecorded_and_retired(tmp_path: Path) -> None:
     a, _, _ = generate_key(tmp_path, common_name="a", algorithm="rsa-2048", days=30)
-    assert load_key_ring(tmp_path).active.key_id == a  # a single key with no state: active
+    assert load_ring(tmp_path).active.key_id == a  # a single key with no state: active
     b, _, _ = generate_key(tmp_path, common_name="b", algorithm="ec-p256", days=30)
     with pytest.raises(KeyRingError) as exc:
-        load_key_ring(tmp_path)  # two keys and no states: none may sign
+        load_ring(tmp_path)  # two keys and no states: none may sign
     assert exc.value.code == "key_none"
-    ring = load_key_ring(tmp_path, states={a: "active"})
+    ring = load_ring(tmp_path, states={a: "active"})
     assert [e.key_id for e in ring.entries] == [a]  # b has no state: not used
-    ring = load_key_ring(tmp_path, states={a: "retired", b: "active"})
+    ring = load_ring(tmp_path, states={a: "retired", b: "active"})
     assert [(e.key_id, e.algorithm) for e in ring.entries] == [(b, "ec-secp256r1")]
 
 
 def test_passphrase_protected_key(tmp_path: Path) -> None:
     generate_key(tmp_path, common_name="a", algorithm="rsa-2048", days=30, passphrase="pass phrase 1")
     assert b"ENCRYPTED" in next(tmp_path.glob("*.key")).read_bytes()
-    assert load_key_ring(tmp_path, passphrase="pass phrase 1").active
+    assert load_ring(tmp_path, passphrase="pass phrase 1").active
     with pytest.raises(KeyRingError) as exc:
-        load_key_ring(tmp_path)
+        load_ring(tmp_path)
     assert exc.value.code == "key_passphrase"
     with pytest.raises(KeyRingError) as exc:
-        load_key_ring(tmp_path, passphrase="wrong")
+        load_ring(tmp_path, passphrase="wrong")
     assert exc.value.code == "key_unreadable"
 
 

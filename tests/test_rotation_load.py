@@ -38,7 +38,10 @@ from tests.servers import ServerProcess, free_port, gunicorn_cmd, idp_bridge_cmd
 pytestmark = pytest.mark.slow
 
 THREADS = 4
-HARD_CAP_SECONDS = 90  # the whole test, whatever happens
+#: every step must see at least this many logins complete (counted, never timed: the rate is measured by
+#: bench/bench_rotation.py); each step waits for them, up to STEP_TIMEOUT seconds
+LOGINS_PER_STEP = 20
+STEP_TIMEOUT = 120
 LEAD, GRACE, RELOAD = 3, 3, 0.5
 
 
@@ -167,9 +170,16 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
         threads += [threading.Thread(target=load.run, args=(i,), daemon=True) for i in range(THREADS)]
         for t in threads:
             t.start()
+
+        def step_done(phase: str) -> None:
+            """A step ends only once enough logins completed in it (a slow machine makes the test longer, never
+            red)."""
+            assert wait_for(lambda: load.ok[phase] + load.failed[phase] >= LOGINS_PER_STEP, STEP_TIMEOUT), (
+                phase, dict(load.ok), dict(load.failed))
+
         try:
             # -- the rotation, by the book ---------------------------------------------------------
-            time.sleep(2)
+            step_done("before")
             load.phase = "published"
             second = new_key(env)
             assert wait_for(lambda: second in {k for f in store.keyring.fetches_with_key(second) if f.sp for k in f.key_ids},
@@ -178,14 +188,17 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
             assert re.search(r"SP huawei-cn: fetched .*from 127\.0\.0\.1, listed in sp huawei-cn", status), status
             keys_cmd(env, "confirm-published", second, "--sp", "huawei-cn", "--note", "load test")
             time.sleep(LEAD + 0.5)
+            step_done("published")
             load.phase = "activated"
             out = keys_cmd(env, "activate", second)  # not forced: the evidence gate must pass
             assert f"{first} is retiring" in out
             time.sleep(GRACE + 0.5)
+            step_done("activated")
             load.phase = "retired"
             keys_cmd(env, "retire", first)
             time.sleep(3)
-            positive_ok = sum(load.ok.values())  # for the rate only; failures are judged on the final totals
+            step_done("retired")
+            positive_ok = sum(load.ok.values())  # for the printout only; failures are judged on the final totals
             positive_seconds = time.monotonic() - started
 
             # -- negative control: switch before the SP has the new metadata --------------------
@@ -193,7 +206,7 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
             third = new_key(env)
             load.phase = "forced"
             keys_cmd(env, "activate", third, "--force", "--reason", "negative control")
-            assert wait_for(lambda: load.failed["forced"] > 0, min(15, HARD_CAP_SECONDS - (time.monotonic() - started)))
+            assert wait_for(lambda: load.failed["forced"] > 0, STEP_TIMEOUT)
             sp.paused.clear()
         finally:
             load.stop.set()
@@ -210,17 +223,14 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
     positive_failed = sum(load.failed[p] for p in positive)
     positive_failures = [f for f in load.failures if not f.startswith("[forced]")]
     negative_failures = [f for f in load.failures if f.startswith("[forced]")]
-    rate = positive_ok / positive_seconds
-    print(f"\npositive run: {positive_ok} logins in {positive_seconds:.1f} s ({rate:.1f}/s), "
+    print(f"\npositive run: {positive_ok} logins in {positive_seconds:.1f} s, "
           f"{positive_failed} failed (final totals), SP refreshed {sp.fetches} times; per phase ok={dict(load.ok)} "
           f"failed={dict(load.failed)}")
     print(f"negative control: {load.ok['forced']} ok, {load.failed['forced']} failed; first 3:",
           negative_failures[:3])
     assert positive_failed == 0, positive_failures[:5]
     assert len(positive_failures) == 0
-    assert all(load.ok[p] > 0 for p in positive), load.ok
-    assert rate >= 10, f"{rate:.1f} logins/s"
+    assert all(load.ok[p] >= LOGINS_PER_STEP for p in positive), load.ok
     assert load.failed["forced"] > 0  # the negative control shows the test can fail
     assert any("signature" in f for f in negative_failures), negative_failures[:3]
     assert "Traceback" not in log, log[-3000:]
-    assert time.monotonic() - started < HARD_CAP_SECONDS

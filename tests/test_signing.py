@@ -176,6 +176,41 @@ def test_signed_info_signature_is_over_its_canonical_form_in_the_final_document(
     pub.verify(value, canonical, padding.PKCS1v15(), hashes.SHA256())
 
 
+def test_directly_written_assertion_signature_is_what_lxml_exc_c14n_gives() -> None:
+    """The Assertion's signature is written as text (responses.py), with xs/xsi declared on the Assertion and
+    named in the Reference's InclusiveNamespaces PrefixList. Independently of our verifier: the DigestValue is
+    SHA-256 of lxml's exc-c14n (that PrefixList) of the Assertion without its Signature, and the SignatureValue
+    RSA-verifies over lxml's exc-c14n of SignedInfo as it sits in the final document, byte for byte."""
+    import datetime as dt
+    import hashlib
+
+    from idp_bridge.saml.responses import AssertionSpec, render_response
+
+    now = dt.datetime.now(dt.UTC)
+    spec = AssertionSpec(issuer="https://idp.example.com", destination="https://sp/acs", audience="https://sp/",
+                         in_response_to="_r1", name_id="_n1", now=now, session_index="_s", authn_instant=now,
+                         attributes={"xUserId": ["u1"], "name": ["Zhang & <San>"]})
+    root = etree.fromstring(render_response(spec, _signer()))
+    assertion = root.find(SAML + "Assertion")
+    assert assertion is not None and assertion.nsmap["xs"] == "http://www.w3.org/2001/XMLSchema"
+    signature = assertion.find(DS + "Signature")
+    assert signature is not None
+    transform = signature.findall(f"{DS}SignedInfo/{DS}Reference/{DS}Transforms/{DS}Transform")[1]
+    (inclusive,) = list(transform)
+    assert inclusive.get("PrefixList") == "xs xsi"
+    unsigned = copy.deepcopy(assertion)
+    unsigned.remove(unsigned.find(DS + "Signature"))  # type: ignore[arg-type]
+    canonical = etree.tostring(unsigned, method="c14n", exclusive=True, inclusive_ns_prefixes=["xs", "xsi"])
+    digest = signature.findtext(f"{DS}SignedInfo/{DS}Reference/{DS}DigestValue") or ""
+    assert base64.b64decode(digest) == hashlib.sha256(canonical).digest()
+    signed_info = signature.find(DS + "SignedInfo")
+    assert signed_info is not None
+    pub = cached_key("idp-signing").certificate.public_key()
+    assert isinstance(pub, rsa.RSAPublicKey)
+    pub.verify(base64.b64decode(signature.findtext(DS + "SignatureValue") or ""),
+               etree.tostring(signed_info, method="c14n", exclusive=True), padding.PKCS1v15(), hashes.SHA256())
+
+
 @pytest.mark.parametrize("key_name", ["rsa", "ec"])
 def test_xmlsec1_verifies_our_signature_in_a_namespaced_context(key_name: str, ec_key: TestKey,
                                                                  tmp_path: Path) -> None:

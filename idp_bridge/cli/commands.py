@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from idp_bridge.cli import _bridge, _config, main
-from idp_bridge.config import config_path, load_config, read_raw_config, write_raw_config
+from idp_bridge.cli import _bridge, _config, ensure_port_free, fail, main
+from idp_bridge.config import config_path, load_config, parse_config, read_raw_config, write_raw_config
+from idp_bridge.errors import ANY_ERROR
 from idp_bridge.huawei.sites import SITES, site
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.metadata import parse_sp_metadata
@@ -32,7 +33,7 @@ def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: st
     from idp_bridge.keys.rotation import Rotation
     path = config_path(ctx.obj.get("config_path"))
     if path.exists() and not force:
-        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+        fail(f"{path} exists; pass --force to overwrite it", code="config_exists")
     raw: dict[str, Any] = {"bridge": {
         "base_url": base_url.rstrip("/"),
         "entity_id": entity_id or base_url.rstrip("/") + "/saml/metadata",
@@ -41,8 +42,9 @@ def init(ctx: click.Context, base_url: str, entity_id: str | None, algorithm: st
         "database_url": "sqlite:///idp-bridge.db",
         "secret_key": secrets.token_urlsafe(48),
     }, "huawei": {"partner_id": ""}}
+    parse_config(raw, base_dir=path.resolve().parent, path=path.resolve())  # refuse before writing anything
     write_raw_config(path, raw)
-    cfg = load_config(path)  # validates what we wrote (e.g. the base URL)
+    cfg = load_config(path)
     ctx.obj["config"] = cfg
     if scan_key_dir(cfg.key_dir):
         click.echo(f"signing key: keeping the existing key(s) in {cfg.key_dir}")
@@ -83,7 +85,7 @@ def sp_add(ctx: click.Context, name: str, metadata_src: str, site_name: str, x_a
     path = config_path(ctx.obj.get("config_path"))
     raw = read_raw_config(path)
     is_url = metadata_src.startswith(("https://", "http://"))
-    data = fetch_url(metadata_src) if is_url else Path(metadata_src).read_bytes()
+    data = fetch_url(metadata_src) if is_url else _read_metadata_file(metadata_src)
     meta = parse_sp_metadata(data)
     stored_src = metadata_src if is_url else str(Path(metadata_src).resolve())
     entry: dict[str, Any] = {"name": name, "site": site_name, "metadata": stored_src,
@@ -95,10 +97,8 @@ def sp_add(ctx: click.Context, name: str, metadata_src: str, site_name: str, x_a
         entry["sign_response"] = True
     sps = [s for s in raw.get("sp", []) if s.get("name") != name]
     if len(sps) != len(raw.get("sp", [])) and not replace:
-        raise click.ClickException(f"an SP named {name!r} exists; pass --replace to overwrite it")
-    raw["sp"] = [*sps, entry]
-    write_raw_config(path, raw)
-    load_config(path)  # validate the result
+        fail(f"an SP named {name!r} exists; pass --replace to overwrite it", code="sp_exists")
+    _write_validated(path, {**raw, "sp": [*sps, entry]})  # a refused SP never reaches the file
     click.echo(f"added SP {name!r} (site {site_name}, xAccountType {x_account_type})")
     click.echo(f"  entityID:             {meta.entity_id}")
     for ep in meta.acs_endpoints:
@@ -110,15 +110,73 @@ def sp_add(ctx: click.Context, name: str, metadata_src: str, site_name: str, x_a
                    f"{cert.not_valid_after_utc:%Y-%m-%d}")
 
 
+def _read_metadata_file(src: str) -> bytes:
+    try:
+        return Path(src).read_bytes()
+    except FileNotFoundError:
+        fail(f"metadata file {src!r} does not exist; pass the path of the SP metadata you saved (or its URL, e.g. "
+             "https://auth.huaweicloud.com/authui/saml/metadata.xml)", code="sp_metadata_missing")
+    except OSError as exc:
+        fail(f"metadata file {src!r} cannot be read: {exc.strerror}", code="sp_metadata_unreadable")
+
+
+def _write_validated(path: Path, raw: dict[str, Any]) -> None:
+    """Write the config only once the whole new version validates (the old file stays as it was otherwise)."""
+    parse_config(raw, base_dir=path.resolve().parent, path=path.resolve())
+    write_raw_config(path, raw)
+
+
 @sp.command("list")
 @click.pass_context
 def sp_list(ctx: click.Context) -> None:
-    """List configured service providers and their metadata."""
+    """List configured service providers, their metadata and its age."""
     bridge = _bridge(ctx)
-    for loaded in bridge.sps.all():
-        m = loaded.metadata
-        click.echo(f"{loaded.name}\tsite={loaded.config.site}\txAccountType={loaded.config.x_account_type}\t"
-                   f"entityID={m.entity_id}\tcerts={len(m.signing_certificates)}")
+    sps = bridge.config.service_providers
+    if not sps:
+        click.echo("no service providers yet: `idp-bridge sp add NAME --site cn --x-account-type ID --metadata FILE`")
+        return
+    click.echo(f"{'NAME':<16} {'SITE':<5} {'XACCOUNTTYPE':<20} {'CERTS':<5} {'ENTITY ID':<40} METADATA")
+    for sp_config in sps:
+        try:
+            m = bridge.sps.get(sp_config.name).metadata
+            entity, certs = m.entity_id, str(len(m.signing_certificates))
+        except ANY_ERROR as exc:
+            entity, certs = f"(unreadable: {exc.code})", "-"
+        click.echo(f"{sp_config.name:<16} {sp_config.site:<5} {sp_config.x_account_type:<20} {certs:<5} "
+                   f"{entity:<40} {sp_config.metadata}")
+
+
+@sp.command("remove")
+@click.argument("name")
+@click.pass_context
+def sp_remove(ctx: click.Context, name: str) -> None:
+    """Remove a service provider from the config (its customers can no longer jump to that site)."""
+    path = config_path(ctx.obj.get("config_path"))
+    raw = read_raw_config(path)
+    sps = raw.get("sp", [])
+    kept = [s for s in sps if s.get("name") != name]
+    if len(kept) == len(sps):
+        known = ", ".join(str(s.get("name")) for s in sps) or "none"
+        fail(f"no SP named {name!r} in {path} (configured: {known})", code="sp_unknown")
+    _write_validated(path, {**raw, "sp": kept})
+    click.echo(f"removed SP {name!r}; restart or HUP the bridge to apply it")
+
+
+@sp.command("refresh")
+@click.argument("name", required=False)
+@click.pass_context
+def sp_refresh(ctx: click.Context, name: str | None) -> None:
+    """Read SP metadata again now (URL or file) and show what changed; the cached copy is updated."""
+    bridge = _bridge(ctx)
+    names = [name] if name else [s.name for s in bridge.config.service_providers]
+    for sp_name in names:
+        before = {fingerprint(c) for c in bridge.sps.get(sp_name).metadata.signing_certificates}
+        loaded = bridge.sps.refresh(sp_name)
+        after = {fingerprint(c) for c in loaded.metadata.signing_certificates}
+        change = "unchanged" if before == after else (
+            f"certificates added: {', '.join(sorted(after - before)) or 'none'}; "
+            f"removed: {', '.join(sorted(before - after)) or 'none'}")
+        click.echo(f"{sp_name}: {loaded.metadata.entity_id} from {loaded.config.metadata}: {change}")
 
 
 # -- users ------------------------------------------------------------------------------------------
@@ -135,10 +193,12 @@ def users() -> None:
 @click.pass_context
 def users_add(ctx: click.Context, user_id: str, email: str | None, name: str | None, mobile: str | None) -> None:
     """Add a user; the password is read from standard input (one line)."""
+    bridge = _bridge(ctx)
+    bridge.attribute_rules.check_customer(email=email, mobile=mobile, where=f"users add {user_id}")
     password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         raise click.ClickException("the password (read from stdin) must have at least 8 characters")
-    _bridge(ctx).store.users.add(user_id, password, email=email, name=name, mobile=mobile)
+    bridge.store.users.add(user_id, password, email=email, name=name, mobile=mobile)
     click.echo(f"added user {user_id!r}")
 
 
@@ -213,6 +273,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
     from idp_bridge.web import create_app
 
+    ensure_port_free(host, port)
     app = create_app(bridge=_bridge(ctx))
     click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
     run_simple(host, port, app, threaded=True)

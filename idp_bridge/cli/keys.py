@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from idp_bridge.cli import _bridge, main
-from idp_bridge.keys.files import ALGORITHMS, DEFAULT_ALGORITHM, KeyEntry, load_key_ring
+from idp_bridge.keys.files import ALGORITHMS, DEFAULT_ALGORITHM
+from idp_bridge.keys.ring import KeyEntry
 from idp_bridge.keys.rotation import Rotation
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.certificates import load_certificate_pem
@@ -42,8 +43,7 @@ def keys_list(ctx: click.Context) -> None:
     rot = _rotation(ctx)
     cfg = rot.config
     records = rot.records()
-    ring = load_key_ring(cfg.key_dir, states={**{k: v.state for k, v in records.items()}} or None,
-                         passphrase=cfg.key_passphrase, strict=False, extra_signers=rot.bridge.keys.hsm_signers())
+    ring = rot.bridge.keys.load(states={k: v.state for k, v in records.items()})
     now = dt.datetime.now(dt.UTC)
     loaded: dict[str, KeyEntry] = {e.key_id: e for e in ring.entries}
     click.echo(f"{'id':<17} {'state':<9} {'algorithm':<{ALG_WIDTH}} {'not-after':<10}  {'days':>4}  "

@@ -12,8 +12,10 @@ from idp_bridge.config.model import (
     UI_LOCALES,
     Config,
     DebugSettings,
+    HuaweiSettings,
     KeySettings,
     LimitSettings,
+    MetricsSettings,
     Pkcs11KeyConfig,
     PlatformSettings,
     SamlSettings,
@@ -22,7 +24,7 @@ from idp_bridge.config.model import (
 )
 
 __all__ = [
-    "CUSTOMER_FIELDS", "DEFAULT_ATTRIBUTES", "DEFAULT_CONFIG_NAME", "Config", "DebugSettings", "KeySettings",
-    "LimitSettings", "Pkcs11KeyConfig", "PlatformSettings", "SamlSettings", "ServiceProviderConfig", "UI_LOCALES", "UiSettings", "config_path",
+    "CUSTOMER_FIELDS", "DEFAULT_ATTRIBUTES", "DEFAULT_CONFIG_NAME", "Config", "DebugSettings", "HuaweiSettings", "KeySettings",
+    "LimitSettings", "MetricsSettings", "Pkcs11KeyConfig", "PlatformSettings", "SamlSettings", "ServiceProviderConfig", "UI_LOCALES", "UiSettings", "config_path",
     "load_config", "parse_config", "read_raw_config", "write_raw_config",
 ]

@@ -43,7 +43,7 @@ from idp_bridge.config.model import (
 from idp_bridge.errors import ConfigError
 from idp_bridge.huawei.sites import site
 
-TABLES = ("bridge", "huawei", "attributes", "sp", *SECTIONS)
+TABLES = ("bridge", "attributes", "sp", *SECTIONS)
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -104,11 +104,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str
         # the algorithm goes with the key: RS256 unless said otherwise, nothing without a key
         sections["platform"] = dataclasses.replace(
             platform, handoff_public_key_algorithm="RS256" if platform.handoff_public_key else None)
-    huawei = table("huawei")
-    refuse_unknown(huawei, ["partner_id"], "huawei.")
-    partner_id = huawei.get("partner_id", "")
-    if not isinstance(partner_id, str):
-        raise ConfigError(f"huawei.partner_id: {partner_id!r} is not a string", code="config_type")
+    partner_id = sections["huawei"].partner_id
     bridge = parse_section(Config, table("bridge"), "bridge.", env=env, base_dir=base_dir)
     if "base_url" not in bridge:
         raise ConfigError("bridge.base_url: missing (required)", code="config_missing_key")

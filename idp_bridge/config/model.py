@@ -104,6 +104,28 @@ def _rs_or_es(value: str, where: str) -> str:
     return value
 
 
+def _pattern(value: str, where: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"{where}: {value!r} is not a regular expression ({exc})", code="config_pattern") from exc
+    return value
+
+
+@dataclass(frozen=True)
+class HuaweiSettings:
+    """``[huawei]``: the partner's Huawei id and Huawei's rules for customer attributes (checked before signing)."""
+
+    #: The partner's own Huawei id (``bpId``).
+    partner_id: str = setting("")
+    #: Huawei refuses an ``email`` longer than this.
+    email_max_chars: int = setting(64, minimum=3, maximum=320)
+    #: Huawei's shape of ``mobile``: ``<country code>-<number>``.
+    mobile_pattern: str = setting(r"^\d{1,4}-\d{4,15}$", check=_pattern)
+    #: Check email, mobile and xUserId by these rules at ``users add``, on hand-off claims and before signing.
+    check_attributes: bool = setting(True)
+
+
 @dataclass(frozen=True)
 class ServiceProviderConfig:
     """``[[sp]]``: one Huawei Cloud site (or any SAML SP) this bridge answers."""
@@ -209,6 +231,19 @@ class DebugSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: ``/metrics`` for Prometheus. Off unless enabled; then only for a bearer token or an address
+    in ``allow`` (default: this host only)."""
+
+    enabled: bool = setting(False)
+    #: ``Authorization: Bearer <token>`` lets a scraper in from anywhere (at least 32 characters).
+    token: str | None = setting(None, env="IDP_BRIDGE_METRICS_TOKEN", check=_long_secret, secret=True)
+    #: Scraper addresses let in without a token.
+    allow: tuple[Network, ...] = setting((ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
+                                         parse=_networks)
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     """``[limits]``: sign-in throttling (local ``/login`` and the console), counted in the shared database."""
 
@@ -264,6 +299,8 @@ class Config:
     debug: DebugSettings = field(default_factory=DebugSettings, metadata={"in_file": False})
     limits: LimitSettings = field(default_factory=LimitSettings, metadata={"in_file": False})
     ui: UiSettings = field(default_factory=UiSettings, metadata={"in_file": False})
+    metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"in_file": False})
+    huawei: HuaweiSettings = field(default_factory=HuaweiSettings, metadata={"in_file": False})
 
     @property
     def sso_url(self) -> str:
@@ -285,7 +322,8 @@ class Config:
         raise ConfigError(f"no service provider named {name!r} (known: {known})", code="sp_unknown")
 
 
-#: The file's tables -> the Config field each fills (``bridge`` is Config itself; ``sp`` and ``huawei``
+#: The file's tables -> the Config field each fills (``bridge`` is Config itself; ``sp`` and ``attributes``
 #: are read by the loader).
 SECTIONS: dict[str, type] = {"saml": SamlSettings, "platform": PlatformSettings, "keys": KeySettings,
-                             "debug": DebugSettings, "limits": LimitSettings, "ui": UiSettings}
+                             "debug": DebugSettings, "limits": LimitSettings, "ui": UiSettings, "metrics": MetricsSettings,
+                             "huawei": HuaweiSettings}

@@ -16,8 +16,11 @@ import click
               help="Scratch folder (default: a new temporary folder).")
 def demo(port: int, simulator_port: int, platform_port: int, workdir: str | None) -> None:
     """Start the bridge, a Huawei IAM simulator and a demo partner platform on 127.0.0.1 (throwaway keys)."""
+    from idp_bridge.cli import ensure_port_free
     from idp_bridge.devtools.demo import run_demo
 
+    for value, option in ((port, "--port"), (simulator_port, "--simulator-port"), (platform_port, "--platform-port")):
+        ensure_port_free("127.0.0.1", value, option=option)
     run_demo(port=port, simulator_port=simulator_port, platform_port=platform_port,
              workdir=Path(workdir) if workdir else None)
 
@@ -38,9 +41,16 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
 
     With --url, the bridge's --config (when readable here) explains refusals from its audit trail.
     """
+    from idp_bridge.cli import fail
+
     if base_url is None:
         from idp_bridge.devtools.builtin_trust_test import run_with_builtin_simulator
+        from idp_bridge.devtools.demo import DEMO_SP_NAME
 
+        if sp_name not in (None, DEMO_SP_NAME):
+            fail(f"--sp {sp_name!r}: without --url the built-in run starts its own bridge, whose only SP is "
+                 f"{DEMO_SP_NAME!r}; to test your SP, run your bridge and pass --url https://… --sp {sp_name}",
+                 code="sp_unknown")
         report = run_with_builtin_simulator(sp=sp_name)
     else:
         from idp_bridge.config import load_config
@@ -53,6 +63,11 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
             bridge = local_bridge(load_config(obj.get("config_path")))
         except ConfigError:
             bridge = None
+        known = [s.name for s in bridge.config.service_providers] if bridge else None
+        if bridge and sp_name and sp_name not in (known or []):
+            fail(f"--sp {sp_name!r} is not in your config {bridge.config.path} (configured: "
+                 f"{', '.join(known or []) or 'none'}); pass one of those, or `idp-bridge sp add` it first",
+                 code="sp_unknown")
         report = run_against(base_url, user=user, password=password, sp=sp_name, bridge=bridge)
     click.echo(report.to_json() if as_json else report.render())
     ctx.exit(0 if report.ok else 1)

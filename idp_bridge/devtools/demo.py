@@ -12,6 +12,7 @@ which the bridge loads by URL exactly as it would load Huawei's.
 from __future__ import annotations
 
 import secrets
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ def run_demo(*, port: int = 8000, simulator_port: int = 8001, workdir: Path | No
              platform_port: int = 8002) -> None:
     setup = start_demo(prepare_demo(workdir, port=port, simulator_port=simulator_port,
                                     platform_port=platform_port))
+    scratch = workdir is None  # a folder we made ourselves is removed at the end; a --dir is kept
     users = "\n".join(f"    {u.user_id:<6} password: {u.password}" for u in setup.users)
     print(f"""
 idp-bridge demo is running (Ctrl-C to stop).
@@ -166,7 +168,7 @@ idp-bridge demo is running (Ctrl-C to stop).
 
   Bridge metadata:        {setup.config.metadata_url}
   Huawei IAM simulator:   {setup.simulator_url}/  (SP metadata {setup.simulator_url}/authui/saml/metadata.xml)
-  Scratch folder:         {setup.workdir}
+  Scratch folder:         {setup.workdir}{"  (removed when you stop; --dir DIR keeps one)" if scratch else ""}
 """, flush=True)
     try:
         threading.Event().wait()
@@ -174,3 +176,5 @@ idp-bridge demo is running (Ctrl-C to stop).
         print("stopping")
     finally:
         setup.shutdown()
+        if scratch:
+            shutil.rmtree(setup.workdir, ignore_errors=True)

@@ -11,28 +11,25 @@ import datetime as dt
 import email.utils
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from idp_bridge.config import Config, ServiceProviderConfig, load_config
+from idp_bridge.diagnostics.check_keys import check_keys
 from idp_bridge.diagnostics.http import HttpClient, HttpResult
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import schema_errors
 from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
-from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
 from idp_bridge.saml.time import format_display
 from idp_bridge.saml.xml import MAX_XML_BYTES, NS_MD, parse_untrusted, qname
 
 if TYPE_CHECKING:
     from idp_bridge.idp.identity_provider import IdentityProvider
+    from idp_bridge.keys.provider import KeyRingProvider
     from idp_bridge.store import Store
 
 Fetch = Callable[[str, str], HttpResult]  # (method, url) -> result; raises OSError when unreachable
@@ -81,8 +78,8 @@ def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
     report.add("config", "config valid", True, f"{config.path} loaded")
     _check_base_url(report, config)
     store = _check_database(report, config)
-    states = _check_keys(report, config, store, now)
-    _check_our_metadata(report, config, store, states, fetch, now)
+    _, keys = check_keys(report, config, store, now, environ)
+    _check_our_metadata(report, config, store, keys, fetch, now)
     _check_service_providers(report, config, fetch, now)
     if store is not None:
         store.dispose()
@@ -132,100 +129,14 @@ def _check_database(report: Report, config: Config) -> Store | None:
 # --------------------------------------------------------------------------- keys
 
 
-def _check_keys(report: Report, config: Config, store: Store | None, now: dt.datetime) -> Mapping[str, str]:
-    from idp_bridge.keys.files import check_private_key_file, load_key_ring, load_pair, scan_key_dir
-    g = "keys"
-    pairs = scan_key_dir(config.key_dir)
-    if not pairs:
-        report.add(g, "signing key present", False, f"no <id>.key with <id>.crt in {config.key_dir}",
-                   "run `idp-bridge init` (new deployment) or `idp-bridge keys new`, then export and upload "
-                   "the metadata")
-        return {}
-    for key_path, cert_path in pairs:
-        kid = key_path.stem
-        mode = stat.S_IMODE(key_path.stat().st_mode)
-        try:
-            check_private_key_file(key_path)
-            report.add(g, f"{kid} permissions", True, f"{key_path} mode {mode:04o}")
-        except ANY_ERROR as exc:
-            report.add(g, f"{kid} permissions", False, exc.operator, f"chmod 600 {key_path} (and chown it to the "
-                       "user the bridge runs as); consider the key exposed if others could read it",
-                       expected="0600 (owner only)", actual=f"{mode:04o}")
-        try:
-            cert = load_certificate_pem(cert_path.read_bytes())
-        except (OSError, ValueError) as exc:
-            report.add(g, f"{kid} certificate", False, f"{cert_path}: {exc}",
-                       f"replace {cert_path} with the PEM certificate of {key_path}")
-            continue
-        _check_key_size(report, kid, cert)
-        not_after = cert.not_valid_after_utc
-        warning = dt.timedelta(days=config.keys.expiry_warning_days)
-        ok = not_after - now > warning
-        detail = f"certificate {fingerprint(cert)} valid until {_fmt(not_after)}"
-        fix = ("rotate: `idp-bridge keys new`, export the metadata, upload it in Partner Center, then activate "
-               "the new key" + (" — this certificate has EXPIRED; Huawei refuses Responses signed under it"
-                                if not_after <= now else f" — fewer than {warning.days} days left"))
-        report.add(g, f"{kid} expiry", ok, detail, fix, expected=f"valid beyond {_fmt(now + warning)}",
-                   actual=_fmt(not_after))
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            report.skip(g, f"{kid} key matches certificate", "not loaded: file permissions refused")
-            continue
-        try:
-            load_pair(key_path, cert_path, passphrase=config.key_passphrase)
-            report.add(g, f"{kid} key matches certificate", True, f"{key_path.name} ↔ {cert_path.name}")
-        except ANY_ERROR as exc:
-            report.add(g, f"{kid} key matches certificate", False, exc.operator,
-                       f"put the matching private key/certificate pair in {config.key_dir} (or remove the broken "
-                       "pair); a pair that does not load stops the bridge from signing")
-
-    states: Mapping[str, str] = {}
-    if store is not None:
-        try:
-            states = store.keyring.states()
-        except Exception as exc:  # noqa: BLE001
-            report.add(g, "key states", False, f"cannot read key states: {exc}", "run `idp-bridge db upgrade`")
-    if states:
-        stray = [key_path for key_path, _ in pairs if key_path.stem not in states]
-        report.add(g, "every key file recorded", not stray,
-                   "every pair in the key folder has a recorded state" if not stray else
-                   "not in the key ring (never signs, never published): " + ", ".join(str(p) for p in stray),
-                   "add it with `idp-bridge keys import --key FILE --cert FILE` (state next), or remove it")
-    try:
-        ring = load_key_ring(config.key_dir, states=states, passphrase=config.key_passphrase)
-        active = ring.active
-        summary = ", ".join(f"{e.key_id}={e.state}" for e in ring.entries)
-        report.add(g, "key states", True, f"one active key ({active.key_id}); {summary}")
-    except ANY_ERROR as exc:
-        report.add(g, "key states", False, exc.operator,
-                   "make exactly one key active (`idp-bridge keys list`, `idp-bridge keys activate KEY_ID`), "
-                   "and fix or remove any pair that does not load")
-    return states
-
-
-def _check_key_size(report: Report, kid: str, cert: x509.Certificate) -> None:
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        ok, detail = key.key_size >= 2048, f"RSA-{key.key_size}"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        ok, detail = key.curve.key_size >= 256, f"EC {key.curve.name}"
-    else:
-        ok, detail = False, type(key).__name__
-    report.add("keys", f"{kid} size", ok, detail,
-               "create a new key of RSA-2048 or more (Huawei recommends RSA ≥ 2048 and SHA-256): "
-               "`idp-bridge keys new --algorithm rsa-3072`", expected="RSA ≥ 2048 bits or EC P-256",
-               actual=detail)
-
-
 # --------------------------------------------------------------------------- our metadata
 
 
-def _check_our_metadata(report: Report, config: Config, store: Store | None, states: Mapping[str, str],
+def _check_our_metadata(report: Report, config: Config, store: Store | None, keys: KeyRingProvider,
                         fetch: Fetch, now: dt.datetime) -> None:
     from idp_bridge.idp.identity_provider import IdentityProvider
-    from idp_bridge.keys.provider import KeyRingProvider
     g = "our metadata"
     try:
-        keys = KeyRingProvider(config, states=lambda: states)
         bridge = IdentityProvider(config, store, keys=keys)  # type: ignore[arg-type]  # store None: nothing here writes
         meta = bridge.metadata()
     except ANY_ERROR as exc:
@@ -449,8 +360,11 @@ def _check_clock(report: Report, g: str, res: HttpResult, now: dt.datetime, conf
 
 def _check_sp(report: Report, config: Config, sp: ServiceProviderConfig, fetch: Fetch, now: dt.datetime) -> None:
     g = f"SP {sp.name} ({sp.site})"
-    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()), repr(sp.x_account_type),
-               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type")
+    placeholder = sp.x_account_type.strip().upper().startswith(("YOUR_", "<")) or sp.x_account_type == "CHANGE_ME"
+    report.add(g, "xAccountType set", bool(sp.x_account_type.strip()) and not placeholder,
+               repr(sp.x_account_type) + (" is the README's placeholder, not your platform id" if placeholder else ""),
+               "copy your platform id from Partner Center (Support > Open APIs > Configure) into x_account_type "
+               f"(`idp-bridge sp add {sp.name} --replace --x-account-type ID ...`)")
     data = _load_sp_bytes(report, g, sp, fetch, now, config)
     if data is None:
         return

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from idp_bridge.config import Config
 from idp_bridge.errors import ReplayError, RequestError, StatusResponseError
+from idp_bridge.huawei.attribute_rules import AttributeRules
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
+from idp_bridge.ops.metrics import SIGNING_SECONDS
 from idp_bridge.saml.bindings import decode_redirect, encode_post
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
 from idp_bridge.saml.requests import judge_authn_request, parse_authn_request
@@ -96,6 +99,9 @@ class IdentityProvider:
         self.store = store
         self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
+        h = config.huawei
+        self.attribute_rules = AttributeRules(email_max_chars=h.email_max_chars, mobile_pattern=h.mobile_pattern,
+                                              enabled=h.check_attributes)
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata(self) -> Metadata:
@@ -134,6 +140,7 @@ class IdentityProvider:
         :class:`AnsweredRefusal` carrying the signed ``InvalidNameIDPolicy`` Response for its ACS.
         """
         now = now or utcnow()
+        self.keys.ring()  # nothing can sign (HTTP 503): say so before the customer types a password
         msg = decode_redirect(raw_query)
         request = parse_authn_request(msg.xml)
         sp = self.sps.by_entity_id(request.issuer)
@@ -186,6 +193,8 @@ class IdentityProvider:
         self.check_pending_age(pending, now=now)
         sp = self.sps.get(pending.sp_name)
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
+        self.attribute_rules.check_release(customer.user_id, attributes)  # nothing Huawei would refuse is signed
+        started = time.perf_counter()
         xml = build_response(
             issuer=self.config.entity_id,
             destination=pending.acs_url,
@@ -205,6 +214,7 @@ class IdentityProvider:
             sign_response=sp.config.sign_response,
             sp_name_qualifier=pending.sp_entity_id,
         )
+        SIGNING_SECONDS.observe(time.perf_counter() - started)
         return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
 
     def issue_no_passive(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> PostForm:

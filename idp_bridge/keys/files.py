@@ -1,19 +1,10 @@
-"""The signing key ring: key files in the key directory, their certificates and states.
+"""Key files: ``<key_dir>/<key_id>.key`` (PEM private key, mode 0600, optionally passphrase-encrypted)
+and ``<key_dir>/<key_id>.crt`` (PEM certificate); reading, checking, generating and writing them.
 
-Files: ``<key_dir>/<key_id>.key`` (PEM private key, mode 0600, optionally passphrase-encrypted)
-and ``<key_dir>/<key_id>.crt`` (PEM certificate). ``key_id`` is derived from the certificate:
-the first 16 hex digits of its SHA-256 fingerprint.
-
-States (``next``, ``active``, ``retiring``, ``retired``) are kept in the database so that every
-worker and node agrees; this module takes them as a mapping. A single key with no recorded
-state is the active one (a fresh ``idp-bridge init``, bootstrap rule); once states are recorded, a
-key file with no state is not used (it is being added, or it is a stray file). ``retired`` keys are
-not loaded at all.
-
-Loading is fail-closed per key: a key that does not load (group/other-readable file, truncated
-PEM, key and certificate that do not match, RSA below 2048 bits, wrong passphrase, expired
-certificate on the active key) is refused with a :class:`KeyProblem`. ``strict`` loading (start-up,
-commands) raises the first problem; a running worker's reload keeps the key it already had.
+``key_id`` is derived from the certificate: the first 16 hex digits of its SHA-256 fingerprint.
+Loading is fail-closed: a pair that does not load (group/other-readable file, truncated PEM, key and
+certificate that do not match, RSA below 2048 bits, wrong passphrase) raises ``KeyRingError``. Files are
+written atomically (beside, fsync, rename) so a reader never sees half a file of ours.
 """
 
 from __future__ import annotations
@@ -21,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +25,6 @@ from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.signing import PrivateKeySigner, Signer
 
-STATES = ("next", "active", "retiring", "retired")
-PUBLISHED_STATES = ("next", "active", "retiring")
 ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256")
 DEFAULT_ALGORITHM = "rsa-3072"
 MIN_RSA_BITS = 2048
@@ -44,70 +32,6 @@ MIN_RSA_BITS = 2048
 
 def key_id_for(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()[:16]
-
-
-@dataclass(frozen=True)
-class KeyEntry:
-    key_id: str
-    certificate: x509.Certificate
-    signer: Signer
-    key_path: Path
-    cert_path: Path
-    state: str
-
-    @property
-    def not_after(self) -> dt.datetime:
-        return self.certificate.not_valid_after_utc
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.certificate)
-
-    @property
-    def algorithm(self) -> str:
-        key = self.certificate.public_key()
-        if isinstance(key, rsa.RSAPublicKey):
-            return f"rsa-{key.key_size}"
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            return f"ec-{key.curve.name}"
-        return type(key).__name__
-
-
-@dataclass(frozen=True)
-class KeyProblem:
-    """A key file (or PKCS#11 key) that was refused, and why."""
-
-    key_id: str
-    path: str
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class KeyRing:
-    entries: tuple[KeyEntry, ...]
-    problems: tuple[KeyProblem, ...] = ()
-
-    @property
-    def active(self) -> KeyEntry:
-        active = [e for e in self.entries if e.state == "active"]
-        if len(active) != 1:
-            ids = ", ".join(e.key_id for e in active) or "none"
-            raise KeyRingError(f"exactly one signing key must be active; active now: {ids}", code="key_no_active")
-        return active[0]
-
-    @property
-    def published(self) -> tuple[KeyEntry, ...]:
-        """Keys listed in metadata: next, active and retiring, in that order."""
-        order = {s: i for i, s in enumerate(PUBLISHED_STATES)}
-        return tuple(sorted((e for e in self.entries if e.state in order), key=lambda e: order[e.state]))
-
-    def get(self, key_id: str) -> KeyEntry:
-        for e in self.entries:
-            if e.key_id == key_id:
-                return e
-        raise KeyRingError(f"no key {key_id!r} in the key ring (have: {', '.join(e.key_id for e in self.entries)})",
-                        code="key_unknown")
 
 
 def check_private_key_file(path: Path) -> None:
@@ -118,29 +42,58 @@ def check_private_key_file(path: Path) -> None:
                         f"owner only (chmod 600 {str(path)!r})", code="key_file_permissions")
 
 
-def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None) -> tuple[Signer, x509.Certificate]:
-    """Load and check one key pair: permissions, size, key/certificate match."""
+@dataclass(frozen=True)
+class LoadedPair:
+    """A key pair that passed every check, with the exact bytes that passed (for the verified copy)."""
+
+    signer: Signer
+    certificate: x509.Certificate
+    key_pem: bytes
+    cert_pem: bytes
+
+
+def file_stat(path: Path) -> tuple[int, ...]:
+    """What changes when a file is rewritten, replaced, truncated or chmod-ed (inode, size, times, mode)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+def load_pair(key_path: Path, cert_path: Path, *, passphrase: str | None = None) -> LoadedPair:
+    """Read and check one key pair: permissions, size, key/certificate match."""
     check_private_key_file(key_path)
     try:
-        cert = load_certificate_pem(cert_path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise KeyRingError(f"certificate {str(cert_path)!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
+        cert_pem = cert_path.read_bytes()
+    except OSError as exc:
+        raise KeyRingError(f"certificate {str(cert_path)!r} cannot be read: {exc}", code="key_cert_unreadable") from exc
     try:
-        private_key = serialization.load_pem_private_key(
-            key_path.read_bytes(), password=passphrase.encode() if passphrase else None)
+        key_pem = key_path.read_bytes()
+    except OSError as exc:
+        raise KeyRingError(f"private key {str(key_path)!r} cannot be read: {exc}", code="key_unreadable") from exc
+    return parse_pair(key_pem, cert_pem, key_where=str(key_path), cert_where=str(cert_path), passphrase=passphrase)
+
+
+def parse_pair(key_pem: bytes, cert_pem: bytes, *, key_where: str, cert_where: str,
+               passphrase: str | None) -> LoadedPair:
+    try:
+        cert = load_certificate_pem(cert_pem)
+    except ValueError as exc:
+        raise KeyRingError(f"certificate {cert_where!r} cannot be read as PEM: {exc}", code="key_cert_unreadable") from exc
+    try:
+        private_key = serialization.load_pem_private_key(key_pem, password=passphrase.encode() if passphrase else None)
     except TypeError as exc:
-        raise KeyRingError(f"private key {str(key_path)!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
+        raise KeyRingError(f"private key {key_where!r}: {exc} (set IDP_BRIDGE_KEY_PASSPHRASE or "
                         "IDP_BRIDGE_KEY_PASSPHRASE_FILE)", code="key_passphrase") from exc
-    except (OSError, ValueError) as exc:
-        raise KeyRingError(f"private key {str(key_path)!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
+    except ValueError as exc:
+        raise KeyRingError(f"private key {key_where!r} cannot be read as PEM: {exc}", code="key_unreadable") from exc
     if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise KeyRingError(f"private key {str(key_path)!r} is {type(private_key).__name__}; expected RSA or ECDSA",
+        raise KeyRingError(f"private key {key_where!r} is {type(private_key).__name__}; expected RSA or ECDSA",
                         code="key_algorithm")
-    check_certificate_key(cert, str(cert_path))
+    check_certificate_key(cert, cert_where)
     try:
-        return PrivateKeySigner(private_key, cert, key_id=key_id_for(cert)), cert
+        signer = PrivateKeySigner(private_key, cert, key_id=key_id_for(cert))
     except SigningKeyError as exc:
-        raise KeyRingError(f"{str(key_path)!r}: {exc.operator}", code=exc.code) from exc
+        raise KeyRingError(f"{key_where!r}: {exc.operator}", code=exc.code) from exc
+    return LoadedPair(signer, cert, key_pem, cert_pem)
 
 
 def check_certificate_key(cert: x509.Certificate, where: str) -> None:
@@ -173,75 +126,6 @@ def scan_key_dir(key_dir: Path) -> list[tuple[Path, Path]]:
         if cert_path.exists():
             pairs.append((key_path, cert_path))
     return pairs
-
-
-def load_key_ring(key_dir: Path, *, states: Mapping[str, str] | None = None,
-                  passphrase: str | None = None, previous: KeyRing | None = None, strict: bool = True,
-                  extra_signers: Sequence[Signer] = (), now: dt.datetime | None = None) -> KeyRing:
-    """Load the key ring from ``key_dir`` (plus ``extra_signers``, e.g. PKCS#11 keys).
-
-    A refused key is listed in ``KeyRing.problems``, and a key that ``previous`` held is kept as it
-    was loaded then. ``strict`` (start-up): a refused *active* key raises KeyRingError instead, since
-    nothing could sign; a refused next or retiring key only drops out, so a bad file beside the
-    signing key can never stop a worker from (re)starting.
-    """
-    states = dict(states or {})
-    now = now or dt.datetime.now(dt.UTC)
-    pairs = scan_key_dir(key_dir)
-    bootstrap = not states and len(pairs) + len(extra_signers) == 1
-    previous_by_id = {e.key_id: e for e in previous.entries} if previous else {}
-    entries: list[KeyEntry] = []
-    problems: list[KeyProblem] = []
-
-    def refuse(kid: str, path: str, state: str, exc: KeyRingError | SigningKeyError) -> None:
-        if strict and state == "active":
-            raise exc
-        problems.append(KeyProblem(kid, path, exc.code, exc.operator))
-        kept = previous_by_id.get(kid)
-        if kept is not None:  # as it was: its old state too, so a refused key never becomes the signer
-            entries.append(kept)
-
-    for key_path, cert_path in pairs:
-        file_id = key_path.stem
-        state = states.get(file_id) or ("active" if bootstrap else None)
-        if state not in PUBLISHED_STATES:
-            continue  # retired keys are not loaded; unrecorded keys are not used
-        try:
-            signer, cert = load_pair(key_path, cert_path, passphrase=passphrase)
-            kid = key_id_for(cert)
-            if kid != file_id:
-                raise KeyRingError(f"{str(cert_path)!r} holds certificate {kid}, not {file_id} (the file name "
-                                "must be the key id)", code="key_id_mismatch")
-            if state == "active":
-                check_not_expired(cert, str(cert_path), now)
-        except (KeyRingError, SigningKeyError) as exc:
-            refuse(file_id, str(key_path), state, exc)
-            continue
-        entries.append(KeyEntry(kid, cert, signer, key_path, cert_path, state))
-    for signer in extra_signers:
-        state = states.get(signer.key_id) or ("active" if bootstrap else None)
-        if state not in PUBLISHED_STATES:
-            continue
-        try:
-            check_certificate_key(signer.certificate, f"PKCS#11 key {signer.key_id}")
-            if state == "active":
-                check_not_expired(signer.certificate, f"PKCS#11 key {signer.key_id}", now)
-        except (KeyRingError, SigningKeyError) as exc:
-            refuse(signer.key_id, f"pkcs11:{signer.key_id}", state, exc)
-            continue
-        entries.append(KeyEntry(signer.key_id, signer.certificate, signer, Path(f"pkcs11:{signer.key_id}"),
-                                Path(f"pkcs11:{signer.key_id}"), state))
-    if not entries and not problems:
-        raise KeyRingError(f"no usable signing key in {str(key_dir)!r} (states: "
-                        f"{', '.join(f'{k}={v}' for k, v in sorted(states.items())) or 'none recorded'}); "
-                        "run `idp-bridge init` or `idp-bridge keys new`", code="key_none")
-    return KeyRing(tuple(entries), tuple(problems))
-
-
-def expiring(entries: Sequence[KeyEntry], *, days: int = 30, now: dt.datetime | None = None) -> list[KeyEntry]:
-    """Keys whose certificate ends within ``days``."""
-    now = now or dt.datetime.now(dt.UTC)
-    return [e for e in entries if e.not_after - now < dt.timedelta(days=days)]
 
 
 def _new_private_key(algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
@@ -305,7 +189,3 @@ def generate_key(key_dir: Path, *, common_name: str, algorithm: str = DEFAULT_AL
     private_key = _new_private_key(algorithm)
     cert = self_signed_certificate(private_key, common_name=common_name, days=days)
     return write_pair(key_dir, private_key, cert, passphrase=passphrase)
-
-
-def certificates(entries: Sequence[KeyEntry]) -> list[x509.Certificate]:
-    return [e.certificate for e in entries]

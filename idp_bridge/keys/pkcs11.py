@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,7 @@ class Pkcs11Signer:
             return bytes(self._key.sign(data, mechanism=self._mechanism))
 
 
-def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = None) -> Pkcs11Signer:
+def signer_from_config(item: Pkcs11KeyConfig, environ: Mapping[str, str] | None = None) -> Pkcs11Signer:
     env = os.environ if environ is None else environ
     pin = env.get(item.pin_env)
     if not pin:
@@ -154,6 +154,20 @@ def signer_from_config(item: Pkcs11KeyConfig, environ: dict[str, str] | None = N
                         certificate=cert)
 
 
-def signers_from_config(items: Sequence[Pkcs11KeyConfig]) -> list[Pkcs11Signer]:
-    return [signer_from_config(item) for item in items]
+def open_configured(items: Sequence[Pkcs11KeyConfig], environ: Mapping[str, str] | None = None,
+                    ) -> tuple[list[Pkcs11Signer], dict[str, KeyRingError]]:
+    """Every configured token key: the signers that opened, and why the others did not (by key id - the
+    certificate's, or ``pkcs11:LABEL`` when even that cannot be read)."""
+    signers: list[Pkcs11Signer] = []
+    failures: dict[str, KeyRingError] = {}
+    for item in items:
+        try:
+            signers.append(signer_from_config(item, environ))
+        except (KeyRingError, SigningKeyError) as exc:
+            try:
+                kid = key_id_for(load_certificate_pem(item.certificate.read_bytes()))
+            except (OSError, ValueError):
+                kid = f"pkcs11:{item.key_label}"
+            failures[kid] = exc if isinstance(exc, KeyRingError) else KeyRingError(exc.operator, code=exc.code)
+    return signers, failures
 

@@ -26,15 +26,14 @@ from idp_bridge.config import ServiceProviderConfig
 from idp_bridge.errors import ANY_ERROR, KeyRingError, SigningKeyError
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.keys.files import (
-    PUBLISHED_STATES,
     check_certificate_key,
     check_not_expired,
     generate_key,
     key_id_for,
-    load_key_ring,
     scan_key_dir,
     write_pair,
 )
+from idp_bridge.keys.ring import PUBLISHED_STATES
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import ECDSA_SHA256
 from idp_bridge.saml.certificates import load_certificate_pem
@@ -315,9 +314,8 @@ class Rotation:
         check = self.activation_check(key_id, now=now)
         if check.state not in ("next", "retiring"):
             raise KeyRingError(check.blockers[0], code="key_transition")
-        ring = load_key_ring(self.config.key_dir, states={key_id: "active"}, passphrase=self.config.key_passphrase,
-                             strict=False, extra_signers=self.bridge.keys.hsm_signers(), now=now)
-        usable = [e for e in ring.entries if e.key_id == key_id]
+        ring = self.bridge.keys.load(states={key_id: "active"}, now=now)
+        usable = [e for e in ring.entries if e.key_id == key_id and e.source != "verified copy"]
         if not usable:
             why = "; ".join(p.message for p in ring.problems if p.key_id == key_id) or "no key file for it"
             audit(self.store, "key", "refused", reason_code="key_activate", detail={"key_id": key_id, "why": why},
@@ -356,6 +354,7 @@ class Rotation:
                             f"{(record.changed_at + grace):%Y-%m-%dT%H:%M:%SZ}) so Responses already signed with "
                             "it still verify, or pass --force --reason TEXT", code="key_grace")
         self.store.keyring.set_state(key_id, "retired", now=now)
+        self.bridge.keys.verified.discard(key_id)
         audit(self.store, "key", "ok", reason_code="key_retire_forced" if force else "key_retire",
               detail={"key_id": key_id, "reason": reason, "was": record.state}, now=now)
         self._after_change()

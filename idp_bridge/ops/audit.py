@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from idp_bridge.ops.metrics import count_event
 from idp_bridge.ops.spool import AuditSpool
 from idp_bridge.store import Store, StoreUnavailableError
 from idp_bridge.store.audit import scrub_detail
@@ -47,6 +48,7 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
     if detail:
         line["detail"] = detail
     log.info(json.dumps(line, ensure_ascii=False, default=str))
+    count_event(event, outcome, reason_code, sp)
     if store is None:
         return
     record: dict[str, Any] = {"event": event, "outcome": outcome, "reason_code": reason_code,

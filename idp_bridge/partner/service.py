@@ -41,6 +41,9 @@ def accept_handoff(bridge: IdentityProvider, token: str, *, now: dt.datetime | N
     leeway = dt.timedelta(seconds=p.handoff_leeway_seconds)
     claims = verify_handoff_token(token, keys=handoff_keys(bridge), audience=bridge.config.entity_id, now=now,
                                   max_lifetime=dt.timedelta(seconds=p.handoff_max_lifetime_seconds), leeway=leeway)
+    customer = claims.customer
+    bridge.attribute_rules.check_customer(email=customer.email, mobile=customer.mobile,
+                                          where=f"hand-off token for {customer.user_id!r}")
     issuer = claims.issuer or "platform"
     if not bridge.store.replay.claim("handoff_jti", f"{issuer}|{claims.jti}"[:512], issuer=issuer,
                                    expires_at=claims.expires_at + leeway, now=now):

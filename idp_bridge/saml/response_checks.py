@@ -476,7 +476,7 @@ def _check_assertion(rec: _Recorder, report: ResponseReport, assertion: etree._E
     if emails is None:
         rec.add("attribute_email", True, expected["attribute_email"], "(absent)")
     else:
-        problems = [_email_problem(v) for v in emails]
+        problems = [email_problem(v) for v in emails]
         ok = len(emails) == 1 and problems[0] is None
         actual = "; ".join(f"{v!r} ({len(v)} characters)" + (f": {p}" if p else "")
                            for v, p in zip(emails, problems, strict=True)) or "(no value)"
@@ -491,7 +491,8 @@ def _check_assertion(rec: _Recorder, report: ResponseReport, assertion: etree._E
                 ", ".join(repr(v) for v in mobiles) or "(no value)")
 
 
-def _email_problem(value: str) -> str | None:
+def email_problem(value: str) -> str | None:
+    """Why Huawei would refuse this email value (None: it would not)."""
     if len(value) > EMAIL_MAX_CHARS:
         return f"longer than {EMAIL_MAX_CHARS} characters"
     if not EMAIL_PATTERN.fullmatch(value):

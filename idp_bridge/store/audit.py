@@ -143,15 +143,21 @@ class AuditRepository:
             added += conn.execute(stmt).rowcount
         return added
 
-    def recent(self, limit: int = 50) -> list[AuditEvent]:
-        """Newest first."""
-        limit = max(1, min(limit, 1000))
+    def recent(self, limit: int = 50, *, correlation_id: str | None = None, since: datetime | None = None,
+               outcome: str | None = None, event: str | None = None) -> list[AuditEvent]:
+        """Newest first, optionally only those with this correlation id, outcome or event, at or after ``since``."""
+        limit = max(1, min(limit, 10_000))
         t = AuditEventRow
-        stmt = (
-            select(t.id, t.at, t.event, t.outcome, t.reason_code, t.correlation_id, t.sp, t.customer, t.detail)
-            .order_by(t.id.desc())
-            .limit(limit)
-        )
+        stmt = select(t.id, t.at, t.event, t.outcome, t.reason_code, t.correlation_id, t.sp, t.customer, t.detail)
+        if correlation_id is not None:
+            stmt = stmt.where(t.correlation_id == correlation_id)
+        if outcome is not None:
+            stmt = stmt.where(t.outcome == outcome)
+        if event is not None:
+            stmt = stmt.where(t.event == event)
+        if since is not None:
+            stmt = stmt.where(t.at >= since)
+        stmt = stmt.order_by(t.id.desc()).limit(limit)
         with self._db.read() as conn:
             rows = conn.execute(stmt).all()
         return [

@@ -113,3 +113,16 @@ class OutboxRepository:
         t = OutboxTable
         with self._db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(t).where(t.c.delivered_at.is_(None))).scalar_one())
+
+    def pending_stats(self, *, now: datetime) -> tuple[int, float | None]:
+        """How many messages wait for delivery, and the age in seconds of the oldest (None: none wait)."""
+        require_aware(now, "now")
+        t = OutboxTable
+        with self._db.read() as conn:
+            count, oldest = conn.execute(select(func.count(), func.min(t.c.created_at))
+                                         .where(t.c.delivered_at.is_(None))).one()
+        if not count or oldest is None:
+            return 0, None
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        return int(count), max(0.0, (now - oldest).total_seconds())

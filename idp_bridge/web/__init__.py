@@ -26,6 +26,7 @@ from idp_bridge.web import (
     huawei,
     i18n,
     jump,
+    metrics,
     saml,
     security,
     validation,
@@ -42,7 +43,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     if not bridge.store.is_migrated():
         bridge.store.upgrade()
     Rotation(bridge).bootstrap()  # a fresh install's single key is recorded as active, for every worker
-    bridge.keys.ring()  # fail at start-up, not at the first login, when no key loads
+    bridge.keys.serve()  # load now; a key problem is logged and answered with 503s, never a crash-looping worker
 
     app = Flask(__name__)
     app.config.update(SECRET_KEY=cfg.secret_key, MAX_CONTENT_LENGTH=1024 * 1024,
@@ -59,6 +60,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     validation.install(app)  # every value from outside, checked before any view
     errors.install(app)
     i18n.install(app, cfg.ui.default_locale)
+    metrics.install(app)  # /metrics (off unless [metrics] enabled) and the SSO latency histogram
     for blueprint in (saml.bp, account.bp, jump.bp, handoff.bp, huawei.bp, health.bp, debug.bp):
         app.register_blueprint(blueprint)
     _load_plugins(app)

@@ -284,12 +284,18 @@ def index() -> str:
         rejections = [e for e in rejections if query.q.lower() in (e.correlation_id or "").lower()]
     if query.sp:
         rejections = [e for e in rejections if e.sp == query.sp]
-    keys, key_error = _key_rows()
-    b = bridge()
     return _render("debug_index.html", exchanges=found[(page - 1) * PAGE_SIZE:page * PAGE_SIZE],
                    total=len(found), page=page, pages=pages, page_size=PAGE_SIZE, query=query,
-                   reasons=reasons, rejections=rejections[:30], keys=keys, key_error=key_error, sps=_sp_rows(),
-                   sp_names=[s.name for s in b.config.service_providers], notice=session.pop("debug_notice", None))
+                   reasons=reasons, rejections=rejections[:30],
+                   sp_names=[s.name for s in bridge().config.service_providers])
+
+
+@bp.get("/trust")
+def trust() -> str:
+    """Our keys and metadata (download, fingerprints), each SP's metadata freshness (refresh), the test login."""
+    keys, key_error = _key_rows()
+    return _render("debug_trust.html", keys=keys, key_error=key_error, sps=_sp_rows(),
+                   notice=session.pop("debug_notice", None))
 
 
 @bp.get("/metadata.xml")
@@ -317,7 +323,7 @@ def refresh_sp(name: str) -> Response:
     audit(b.store, "debug_sp_refresh", outcome, reason_code=reason, correlation_id=correlation_id(),
           sp=name if name in {s.name for s in b.config.service_providers} else None)
     session["debug_notice"] = notice
-    return redirect(url_for("debug.index") + "#sps")
+    return redirect(url_for("debug.trust") + "#sps-section")
 
 
 @bp.route("/preview", methods=["GET", "POST"])

@@ -1,4 +1,10 @@
-"""``/healthz``: keys (with expiry warnings 30 days ahead), key reload errors, database."""
+"""``/healthz``: keys (with expiry warnings 30 days ahead), key file problems, database.
+
+``fail`` (HTTP 503) when nothing can sign, or when the active key is not served from its own file (it
+broke: workers sign with the copy loaded before or its last verified copy, and a restart would need
+that copy); ``warn`` for a refused next/retiring key or a certificate close to expiry. Reads what
+the key ring holds: never loads or parses a key.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +23,25 @@ bp = Blueprint("health", __name__)
 def healthz() -> tuple[dict[str, Any], int]:
     b = bridge()
     report: dict[str, Any] = {"status": "ok"}
-    try:
-        ring = b.keys.ring()
+    health = b.keys.health()
+    if health.ring is None:
+        report["status"] = "fail"
+        report["keys"] = health.error
+        report["key_file_error"] = health.error
+    else:
         now = utcnow()
         report["keys"] = [{"id": e.key_id, "state": e.state, "not_after": e.not_after.isoformat(),
-                           "days_left": (e.not_after - now).days,
+                           "days_left": (e.not_after - now).days, "source": e.source,
                            "expiring": (e.not_after - now) < dt.timedelta(days=b.config.keys.expiry_warning_days)}
-                          for e in ring.entries]
+                          for e in health.ring.entries]
         if any(k["expiring"] for k in report["keys"]):
             report["status"] = "warn"
-        if b.keys.last_error:
+        if health.problems:
             report["status"] = "warn"
-            report["key_reload_error"] = b.keys.last_error
-    except Exception as exc:
+            report["key_reload_error"] = health.error
+    if health.active_problems:
         report["status"] = "fail"
-        report["keys"] = str(exc)
+        report["key_file_error"] = "; ".join(f"{p.path}: {p.message} [{p.code}]" for p in health.active_problems)
     try:
         report["database"] = "migrated" if b.store.is_migrated() else "not migrated"
         if report["database"] != "migrated":

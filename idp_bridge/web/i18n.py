@@ -21,8 +21,6 @@ from idp_bridge.web.security import safe_next
 
 TRANSLATIONS = Path(__file__).with_name("translations")
 COOKIE = "lang"
-#: Accept-Language tag -> Babel locale. Any other Chinese tag (zh, zh-TW, zh-Hans) falls back to zh-CN.
-_TAGS = {"en": "en", "zh-CN": "zh_CN"}
 
 bp = Blueprint("i18n", __name__)
 
@@ -31,10 +29,15 @@ def select_locale() -> str:
     chosen = request.cookies.get(COOKIE, "")
     if chosen in UI_LOCALES:
         return chosen
-    tag = request.accept_languages.best_match(list(_TAGS))
-    if tag is None and any(lang.lower().startswith("zh") for lang in request.accept_languages.values()):
-        tag = "zh-CN"
-    return _TAGS[tag] if tag else str(current_app.config["BABEL_DEFAULT_LOCALE"])
+    # Best quality first; any Chinese tag (zh, zh-CN, zh-TW, zh-Hans) means zh-CN, any English one en.
+    # (werkzeug's best_match would prefer an exact "en;q=0.4" over a "zh;q=0.8" that needs a fallback.)
+    for tag, _quality in request.accept_languages:
+        primary = tag.lower().replace("_", "-").split("-")[0]
+        if primary == "zh":
+            return "zh_CN"
+        if primary == "en":
+            return "en"
+    return str(current_app.config["BABEL_DEFAULT_LOCALE"])
 
 
 def html_lang() -> str:

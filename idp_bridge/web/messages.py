@@ -87,6 +87,7 @@ _BY_CODE: dict[str, str] = {
     "bind_malformed": "binding-failed", "bind_missing_field": "binding-failed", "bind_too_large": "binding-failed",
     "bind_signature": "binding-failed",
     "input_jwt": "handoff-invalid",  # web/validation.py: the token is not a bounded, readable JWT
+    "handoff_switch_unknown": "session-expired", "handoff_switch_expired": "link-used",  # web/handoff.py
 }
 #: Code prefixes of SAML requests from Huawei that did not verify: "start again from the platform".
 _SIGNATURE_PREFIXES = ("signature_", "sigalg_", "embedded_signature", "destination_", "acs_")

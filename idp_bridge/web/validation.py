@@ -1,8 +1,9 @@
 """The edge check: every value from outside is checked here, before any view runs, for every blueprint.
 
-Rule: a request whose query parameters, form fields, client address (X-Forwarded-For when trusted), Host
-or User-Agent break these bounds is refused with 400 and one ``InputError`` naming the value, what was
-expected and what arrived; no view, store or parser ever sees it. Every value: no control characters
+Rule: a request whose query parameters, form fields, client address (X-Forwarded-For when trusted), headers
+(Host, User-Agent, our session cookie) or body break these bounds is refused with 400 and one ``InputError``
+naming the value, what was expected and what arrived; no view, store or parser ever sees it. Every
+parameter and field: no control characters
 (C0, DEL, C1; so no NUL, which PostgreSQL refuses) and no lone surrogates, at most ``GENERIC.max_length``
 characters, at most ``MAX_FIELDS`` values. Fields a view reads have their own rule (``FIELDS``): IDs and
 names a bounded length of allowed characters, base64 a base64 alphabet. The binding notice's
@@ -24,14 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Request, request
+from werkzeug.exceptions import HTTPException
 
 from idp_bridge.saml.errors import RequestError
+from idp_bridge.web.sessions import COOKIE_NAME
 
 MAX_FIELDS = 64
 MAX_JSON_DEPTH = 8
 MAX_JSON_NODES = 512
 MAX_JSON_STRING = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Header values arrive latin-1 decoded: UTF-8 sent in a header shows up as 0x80-0x9F, so only C0 and DEL there.
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_HEADERS = 100
+MAX_HEADER_LENGTH = 8190  # gunicorn's limit_request_field_size, for the development server too
 
 
 class InputError(RequestError):
@@ -67,8 +74,14 @@ def _base64(max_length: int) -> Rule:
     return _rule(max_length, r"A-Za-z0-9+/=_\- \r\n", "base64 text")
 
 
-#: endpoint -> field -> rule. Fields not listed get GENERIC.
+#: endpoint -> field -> rule; other fields get GENERIC. A STRICT endpoint takes only its listed fields (any
+#: other name: 400): the public pages whose inputs are settled. The rest take extra, checked fields
+#: (Huawei's pass-through return parameters, SAML and Huawei messages that may grow optional fields, the
+#: operator console's filters).
+STRICT = frozenset({"account.home", "account.login", "account.logout", "saml.sso_continue", "saml.metadata",
+                    "health.healthz", "jump.go", "handoff.handoff"})
 FIELDS: dict[str, dict[str, Rule]] = {
+    "account.home": {}, "saml.sso_continue": {}, "health.healthz": {},
     "saml.metadata": {"sp": SP},
     "saml.sso": {"SAMLRequest": _base64(16 * 1024), "Signature": _base64(2048), "SigAlg": SIG_ALG,
                  "RelayState": Rule(1024)},
@@ -77,12 +90,14 @@ FIELDS: dict[str, dict[str, Rule]] = {
     "jump.go": {"sp": SP, "service": Rule(2048, re.compile(r"[!-~]*"), "a URL (printable ASCII, no spaces)"),
                 "token": JWT},
     "handoff.handoff": {"token": JWT, "next": Rule(2048, re.compile(r"[!-~]*"), "one of our paths")},
+    "handoff.confirm": {"nonce": TOKEN, "choice": NAME, "csrf_token": TOKEN},
+    "i18n.choose": {"next": Rule(2048, re.compile(r"[!-~]*"), "one of our paths")},
     "huawei.bind": {"bindRequest": _rule(16 * 1024, r"A-Za-z0-9+/=", "standard base64"),
                     "Signature": _base64(2048), "SigAlg": SIG_ALG},
     "debug.login": {"password": PASSWORD, "csrf_token": TOKEN},
     "debug.logout": {"csrf_token": TOKEN},
     "debug.preview": {"user_id": USER_ID, "sp": SP, "csrf_token": TOKEN},
-    "debug.test_login": {"user_id": USER_ID, "site": NAME, "csrf_token": TOKEN},
+    "devtools_console.test_login": {"user_id": USER_ID, "site": NAME, "csrf_token": TOKEN},
 }
 HOST = Rule(255, re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"), "a host[:port]")
 
@@ -104,11 +119,14 @@ def check_value(where: str, value: str, rule: Rule) -> None:
         raise InputError(f"{where}: {_show(value)} is not {rule.expected}", code="input_malformed")
 
 
-def _check_fields(kind: str, items: Iterable[tuple[str, str]], rules: dict[str, Rule]) -> None:
+def _check_fields(kind: str, items: Iterable[tuple[str, str]], rules: dict[str, Rule], *, strict: bool) -> None:
     for count, (name, value) in enumerate(items, start=1):
         if count > MAX_FIELDS:
             raise InputError(f"more than {MAX_FIELDS} {kind}s; expected a handful", code="input_too_many")
         check_value(f"{kind} name", name, Rule(64))
+        if strict and name not in rules:
+            raise InputError(f"unexpected {kind} {_show(name)}; this URL takes "
+                             f"{', '.join(sorted(rules)) or 'none'}", code="input_unexpected")
         check_value(f"{kind} {name}", value, rules.get(name, GENERIC))
 
 
@@ -121,19 +139,43 @@ def check_client(req: Request) -> None:
         except ValueError:
             raise InputError(f"client address {_show(addr)} (X-Forwarded-For, when trusted) is not an IP address",
                              code="input_client_address") from None
+    if len(req.headers) > MAX_HEADERS:
+        raise InputError(f"{len(req.headers)} headers; expected at most {MAX_HEADERS}", code="input_too_many")
+    for name, value in req.headers.items():
+        bad = _HEADER_CONTROL.search(value)
+        if len(value) > MAX_HEADER_LENGTH or bad:
+            raise InputError(f"{name} header: {len(value)} characters"
+                             + (f", control character U+{ord(bad.group()):04X}" if bad else "")
+                             + f"; expected at most {MAX_HEADER_LENGTH} without control characters",
+                             code="input_header")
     check_value("Host header", req.host, HOST)
-    check_value("User-Agent header", req.headers.get("User-Agent", ""), Rule(512))
+    user_agent = req.headers.get("User-Agent", "")
+    if len(user_agent) > 512:  # stored with each metadata fetch
+        raise InputError(f"User-Agent header: {len(user_agent)} characters; expected at most 512",
+                         code="input_too_long")
+    cookie = req.cookies.get(COOKIE_NAME)
+    if cookie is not None:  # ours is a URL-safe random token; anything else was not set by us
+        check_value(f"cookie {COOKIE_NAME}", cookie, TOKEN)
 
 
 def check_request(req: Request) -> None:
     """The whole edge check for one request; raises InputError."""
     check_client(req)
-    rules = FIELDS.get(req.endpoint or "", {})
-    _check_fields("query parameter", req.args.items(multi=True), rules)
+    endpoint = req.endpoint or ""
+    rules = FIELDS.get(endpoint, {})
+    strict = endpoint in STRICT
+    _check_fields("query parameter", req.args.items(multi=True), rules, strict=strict)
     if req.method == "POST":
-        if req.files:
+        try:
+            form, files = req.form, req.files
+        except HTTPException:  # 413 and the like: already a 4xx
+            raise
+        except Exception as exc:  # noqa: BLE001 - the server's body reader (bad chunking, cut-off body, ...)
+            raise InputError(f"the request body could not be read: {type(exc).__name__}: {str(exc)[:120]!r}",
+                             code="input_body") from None
+        if files:
             raise InputError("the request carries file uploads; no endpoint takes files", code="input_file")
-        _check_fields("form field", req.form.items(multi=True), rules)
+        _check_fields("form field", form.items(multi=True), rules, strict=strict)
     if req.endpoint == "huawei.bind" and req.form.get("bindRequest"):
         check_bind_request(req.form["bindRequest"])
     if req.endpoint in ("jump.go", "handoff.handoff") and req.args.get("token"):
