@@ -64,5 +64,6 @@ def idp_bridge_cmd(*args: str) -> list[str]:
 
 
 def gunicorn_cmd(port: int, *, workers: int = 2) -> list[str]:
-    return [str(VENV_BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5",
-            "idp_bridge.web:create_app()"]
+    """The documented production command: gunicorn with the shipped config (idp_bridge/deploy/gunicorn_conf.py)."""
+    return [str(VENV_BIN / "gunicorn"), "-c", "python:idp_bridge.deploy.gunicorn_conf", "-w", str(workers),
+            "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]

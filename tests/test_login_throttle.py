@@ -36,6 +36,11 @@ class CountingHasher(PasswordHasher):
     def __init__(self) -> None:
         super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
         self.verified = 0
+        self.hashed = 0
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashed += 1
+        return super().hash(password, salt=salt)
 
     def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 - argon2's own name
         self.verified += 1
@@ -127,12 +132,13 @@ def test_unknown_user_and_wrong_password_are_indistinguishable(env: Env) -> None
     hasher = CountingHasher()
     app, store = build(env, hasher)
     store.users.add("cust-1001", PASSWORD)
-    hasher.verified = 0
+    hasher.verified = hasher.hashed = 0
     client = app.test_client()
     known = post_login(client, "cust-1001", "wrong password")
     assert hasher.verified == 1
     unknown = post_login(client, "nobody-here", "wrong password")
     assert hasher.verified == 2  # an unknown user costs the same argon2 verification (a dummy hash)
+    assert hasher.hashed == 0  # ... and nothing more: the dummy hash was made when the app started
 
     def page(resp: Any) -> str:
         return re.sub(r'(value|nonce)="[^"]+"|[0-9a-f]{16}', "", resp.get_data(as_text=True))

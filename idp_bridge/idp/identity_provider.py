@@ -71,6 +71,8 @@ class PostForm:
     action: str
     saml_response: str
     relay_state: str | None
+    #: The key that signed it (for the audit row and the console; never looked up again afterwards).
+    key_id: str
 
 
 class AnsweredRefusal(RequestError):
@@ -194,6 +196,7 @@ class IdentityProvider:
         sp = self.sps.get(pending.sp_name)
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
         self.attribute_rules.check_release(customer.user_id, attributes)  # nothing Huawei would refuse is signed
+        signer = self.keys.ring().active.signer
         started = time.perf_counter()
         xml = build_response(
             issuer=self.config.entity_id,
@@ -209,13 +212,13 @@ class IdentityProvider:
             session_index=session_index,
             authn_instant=authn_instant,
             authn_context=AUTHN_PASSWORD_PROTECTED,
-            signer=self.keys.ring().active.signer,
+            signer=signer,
             sign_assertion=True,
             sign_response=sp.config.sign_response,
             sp_name_qualifier=pending.sp_entity_id,
         )
         SIGNING_SECONDS.observe(time.perf_counter() - started)
-        return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
+        return PostForm(pending.acs_url, encode_post(xml), pending.relay_state, signer.key_id)
 
     def issue_no_passive(self, pending: PendingLogin, *, now: dt.datetime | None = None) -> PostForm:
         """IsPassive and nobody (freshly) signed in: tell the SP so, signed, instead of showing a login page."""
@@ -226,10 +229,11 @@ class IdentityProvider:
         """A signed Response without an Assertion (``status``/``sub_status``) for the pending request's ACS."""
         now = now or utcnow()
         self.check_pending_age(pending, now=now)
+        signer = self.keys.ring().active.signer
         xml = build_error_response(issuer=self.config.entity_id, destination=pending.acs_url,
                                    in_response_to=pending.request_id, now=now, status=status,
-                                   sub_status=sub_status, message=message, signer=self.keys.ring().active.signer)
-        return PostForm(pending.acs_url, encode_post(xml), pending.relay_state)
+                                   sub_status=sub_status, message=message, signer=signer)
+        return PostForm(pending.acs_url, encode_post(xml), pending.relay_state, signer.key_id)
 
     # -- console jump -----------------------------------------------------------------------
     def console_link(self, sp: LoadedServiceProvider, *, service: str | None, first_login: bool) -> str:

@@ -65,6 +65,10 @@ class UserRepository:
         self._db = db
         self._hasher = hasher
 
+    def prepare(self) -> None:
+        """Make the unknown-user dummy hash now, so not even the first unknown user costs more time."""
+        _dummy_hash(self._hasher)
+
     def add(
         self,
         user_id: str,

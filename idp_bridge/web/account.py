@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask.blueprints import BlueprintSetupState
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from werkzeug.wrappers import Response
@@ -21,6 +22,11 @@ from idp_bridge.web.login_guard import begin_attempt
 from idp_bridge.web.security import check_csrf, correlation_id
 
 bp = Blueprint("account", __name__)
+
+
+@bp.record_once
+def _prepare(state: BlueprintSetupState) -> None:
+    state.app.extensions["idp_bridge"].store.users.prepare()  # equal time for unknown users from the first one
 
 
 @bp.get("/")

@@ -16,17 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from html import unescape
 from typing import Any
 
 from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     make_response,
     redirect,
     render_template,
@@ -57,8 +56,6 @@ from idp_bridge.web.sessions import rotate_session
 
 bp = Blueprint("debug", __name__, url_prefix="/_bridge")
 _LOG_KEY = "idp_bridge_exchanges"
-_FORM_FIELD = re.compile(r'name="(SAMLResponse|RelayState)" value="([^"]*)"')
-_FORM_ACTION = re.compile(r'<form[^>]*action="([^"]*)"')
 
 
 def _render(template: str, **context: Any) -> str:
@@ -99,14 +96,10 @@ def _record(resp: Response) -> Response:
         if path in ("/huawei/return", "/huawei/recharge"):
             log.add(return_exchange(list(request.args.items(multi=True)), resp.headers.get("Location", ""), path=path,
                                     status=resp.status_code, correlation_id=cid, now=now))
-        if resp.status_code == 200 and resp.mimetype == "text/html" and not resp.is_streamed:
-            body = resp.get_data(as_text=True)
-            fields = dict(_FORM_FIELD.findall(body))
-            if "SAMLResponse" in fields:
-                action = _FORM_ACTION.search(body)
-                log.add(response_exchange(unescape(fields["SAMLResponse"]),
-                                          action=unescape(action.group(1)) if action else "", path=path,
-                                          status=resp.status_code, correlation_id=cid, now=now))
+        form = g.get("issued_form")
+        if form is not None:  # set by web/saml.py when it issues a Response
+            log.add(response_exchange(form.saml_response, action=form.action, path=path,
+                                      status=resp.status_code, correlation_id=cid, now=now))
     except Exception:  # noqa: BLE001 - the console must never break a login
         current_app.logger.exception("debug console: could not record an exchange")
     return resp

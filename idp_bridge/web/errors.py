@@ -19,7 +19,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from idp_bridge.errors import AnyError, BridgeError, SamlError, StoreUnavailableError
+from idp_bridge.errors import AnyError, CodedError, StoreUnavailableError
 from idp_bridge.ops.audit import audit
 from idp_bridge.web.messages import FAMILIES, Family, family_for
 from idp_bridge.web.security import correlation_id
@@ -104,8 +104,7 @@ def install(app: Flask) -> None:
         if isinstance(session, UnavailableSession) and request.endpoint not in _SESSIONLESS:
             raise session.error
 
-    @app.errorhandler(SamlError)
-    @app.errorhandler(BridgeError)
+    @app.errorhandler(CodedError)
     def _bridge_error(exc: AnyError) -> Any:
         if isinstance(exc, StoreUnavailableError):
             return _unavailable(exc)

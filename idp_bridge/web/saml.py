@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-from flask import Blueprint, make_response, render_template, request, session
+from flask import Blueprint, g, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
 from idp_bridge.errors import RequestError
@@ -80,13 +80,14 @@ def sso_continue() -> Response:
     session.pop("pending", None)
     audit(b.store, "login", "ok", correlation_id=correlation_id(), sp=pending.sp_name, customer=customer.user_id,
           detail={"request_id": pending.request_id, "acs": pending.acs_url,
-                  "key_id": b.keys.ring().active.key_id})
+                  "key_id": form.key_id})
     return post_form_page(form)
 
 
 def post_form_page(form: PostForm) -> Response:
     """The auto-submitting form to the ACS: no caching, scripts only by nonce, posts only to the ACS origin."""
     acs = urlsplit(form.action)
+    g.issued_form = form  # what later steps (the console's exchange log) need, without re-reading the page
     resp = make_response(render_template("post_form.html", form=form))
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
