@@ -95,6 +95,12 @@ def _values(*, event: str, outcome: str, reason_code: str | None = None, correla
     return values
 
 
+# Built once; the values travel as parameters (a row per login). With an event_uid, a second copy is ignored.
+_INSERT = insert(AuditEventRow)
+_INSERT_ONCE = {name: dialect.insert(AuditEventRow).on_conflict_do_nothing(index_elements=["event_uid"])
+                for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+
+
 class AuditRepository:
     """``store.audit``: the audit trail."""
 
@@ -134,14 +140,10 @@ class AuditRepository:
         if not rows:
             return 0
         if all(r["event_uid"] is None for r in rows):
-            conn.execute(insert(AuditEventRow), rows)
+            conn.execute(_INSERT, rows)
             return len(rows)
-        dialect_insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        added = 0
-        for row in rows:
-            stmt = dialect_insert(AuditEventRow).values(row).on_conflict_do_nothing(index_elements=["event_uid"])
-            added += conn.execute(stmt).rowcount
-        return added
+        once = _INSERT_ONCE[self._db.dialect]
+        return sum(conn.execute(once, row).rowcount for row in rows)
 
     def recent(self, limit: int = 50, *, correlation_id: str | None = None, since: datetime | None = None,
                outcome: str | None = None, event: str | None = None) -> list[AuditEvent]:
