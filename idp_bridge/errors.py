@@ -2,9 +2,9 @@
 
 ``BridgeError`` is the base of everything outside the SAML core (configuration, keys, storage, the
 platform's side); the SAML core keeps its own ``SamlError`` tree (``idp_bridge/saml/errors.py``) so that it
-imports nothing outside itself. Both have the same shape: a stable ``code``, an ``operator`` message that
-says what was expected and what arrived, and an HTTP ``status``. Code that turns any refusal into a page,
-an audit row or a CLI line catches ``ANY_ERROR`` and annotates ``AnyError``.
+imports nothing outside itself. Both are ``CodedError``s (defined at the bottom, in the core): a stable
+``code``, an ``operator`` message that says what was expected and what arrived, and an HTTP ``status``. Code
+that turns any refusal into a page, an audit row or a CLI line catches ``ANY_ERROR`` (``AnyError``).
 
 Every code is documented in docs/error-codes.md (tests/test_errors.py fails when one is missing), so an
 operator can look up a code from a log line, an audit row or ``check`` output.
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from idp_bridge.saml.errors import (
+    CodedError,
     MetadataError,
     ReplayError,
     RequestError,
@@ -27,33 +28,21 @@ from idp_bridge.saml.errors import (
 )
 
 __all__ = [
-    "ANY_ERROR", "AnyError", "BridgeError", "ConfigError", "KeyRingError", "MetadataError", "ReplayError",
+    "ANY_ERROR", "AnyError", "BridgeError", "CodedError", "ConfigError", "KeyRingError", "MetadataError", "ReplayError",
     "RequestError", "SamlError", "SignatureError", "SigningKeyError", "StoreError", "StoreNotMigratedError",
     "StoreUnavailableError", "StatusResponseError", "UnknownUserError", "UserExistsError",
 ]
 
 
-class BridgeError(Exception):
+class BridgeError(CodedError):
     """Base class of the bridge's own errors. Subclasses set ``code`` and ``status``."""
 
-    code: str = "bridge_error"
-    status: int = 400
-
-    def __init__(self, operator: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(operator)
-        self.operator = operator
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.operator}"
+    code = "bridge_error"
 
 
 #: Any refusal, ours or the SAML core's: ``except ANY_ERROR as exc`` (``exc: AnyError``).
-AnyError: TypeAlias = BridgeError | SamlError
-ANY_ERROR: tuple[type[BridgeError], type[SamlError]] = (BridgeError, SamlError)
+AnyError: TypeAlias = CodedError
+ANY_ERROR: tuple[type[CodedError]] = (CodedError,)
 
 
 class ConfigError(BridgeError):

@@ -7,11 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Independent SAML peers and tools the tests use: the xmlsec1 command, Debian's chromium (+ a CJK font), SoftHSM2.
+# Independent SAML peers and tools the tests use: the xmlsec1 command, Debian's chromium (+ a CJK font), SoftHSM2,
+# and nginx (the shipped reverse-proxy recipe is tested for real; the tests start their own nginx processes).
 missing=()
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # a CJK font, or chromium draws the zh-CN pages (and their screenshots) as boxes
 fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-wqy-microhei)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -39,6 +39,8 @@ def ensure_port_free(host: str, port: int, *, option: str = "--port") -> None:
     import socket
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as servers bind (gunicorn too): a listener still fails, connections in TIME_WAIT do not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -258,22 +258,43 @@ def db_purge(ctx: click.Context) -> None:
     from idp_bridge.ops.housekeeping import purge_once
     from idp_bridge.store import Store
 
-    counts = purge_once(Store.from_url(_config(ctx).database_url))
+    cfg = _config(ctx)
+    counts = purge_once(Store.from_url(cfg.database_url), retention=cfg.retention)
     click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
 # -- serve -----------------------------------------------------------------------------------------
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (the reverse proxy's upstream).")
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="gunicorn worker processes (default 2; production: about 2 x CPUs).")
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help="Threads per worker (default 16).")
+@click.option("--pid", "pidfile", type=click.Path(dir_okay=False), default=None,
+              help="Write the master's pid here (for HUP/USR2; see docs/deployment.md).")
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Run the bridge with a threaded development server. Production: gunicorn (see README)."""
-    from werkzeug.serving import run_simple
+def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int | None, pidfile: str | None,
+          gunicorn_args: tuple[str, ...]) -> None:
+    """Run the bridge under gunicorn with the shipped production config (idp_bridge/deploy/gunicorn_conf.py).
 
-    from idp_bridge.web import create_app
+    Put nginx in front (docs/deployment.md). The process becomes the gunicorn master: HUP reloads the config
+    with new workers, USR2 starts an upgraded master, TERM stops gracefully. Extra arguments after `--` go to
+    gunicorn unchanged.
+    """
+    import os
 
-    ensure_port_free(host, port)
-    app = create_app(bridge=_bridge(ctx))
-    click.echo(f"idp-bridge on http://{host}:{port}/ (metadata: {_config(ctx).metadata_url})")
-    run_simple(host, port, app, threaded=True)
+    from idp_bridge.deploy import gunicorn_command
+
+    cfg = _config(ctx)  # a broken config is one clear line here, not a traceback in every worker
+    if not os.environ.get("LISTEN_FDS"):  # under systemd's socket unit the port is held for us, on purpose
+        ensure_port_free(host, port)
+    argv = gunicorn_command(bind=f"{host}:{port}", workers=workers, threads=threads, pidfile=pidfile,
+                            extra=gunicorn_args)
+    env = dict(os.environ)
+    if cfg.path is not None:
+        env["IDP_BRIDGE_CONFIG"] = str(cfg.path.resolve())
+    click.echo(f"idp-bridge: gunicorn on http://{host}:{port}/ (public URL {cfg.base_url}, metadata: "
+               f"{cfg.metadata_url})", err=True)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)  # noqa: S606 - the same pid: systemd's LISTEN_PID and HUP/USR2 reach gunicorn itself

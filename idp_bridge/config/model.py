@@ -254,6 +254,18 @@ class LimitSettings:
     login_lockout_seconds: int = setting(900, minimum=1, maximum=1_000_000)
 
 
+@dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: days a row is kept before housekeeping deletes it (expired sessions, replay IDs and
+    throttle windows go as soon as they expire)."""
+
+    audit_days: int = setting(180, minimum=1, maximum=36_500)
+    #: Rotation evidence: keep it longer than any key stays ``next``.
+    metadata_fetch_days: int = setting(400, minimum=1, maximum=36_500)
+    #: Delivered webhooks.
+    outbox_days: int = setting(7, minimum=1, maximum=36_500)
+
+
 #: ``[ui] default_locale``: the page language when the browser's Accept-Language names none we have.
 UI_LOCALES = ("en", "zh_CN")
 
@@ -296,6 +308,7 @@ class Config:
     keys: KeySettings = field(default_factory=KeySettings, metadata={"in_file": False})
     debug: DebugSettings = field(default_factory=DebugSettings, metadata={"in_file": False})
     limits: LimitSettings = field(default_factory=LimitSettings, metadata={"in_file": False})
+    retention: RetentionSettings = field(default_factory=RetentionSettings, metadata={"in_file": False})
     ui: UiSettings = field(default_factory=UiSettings, metadata={"in_file": False})
     metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"in_file": False})
     huawei: HuaweiSettings = field(default_factory=HuaweiSettings, metadata={"in_file": False})
@@ -323,5 +336,5 @@ class Config:
 #: The file's tables -> the Config field each fills (``bridge`` is Config itself; ``sp`` and ``attributes``
 #: are read by the loader).
 SECTIONS: dict[str, type] = {"saml": SamlSettings, "platform": PlatformSettings, "keys": KeySettings,
-                             "debug": DebugSettings, "limits": LimitSettings, "ui": UiSettings, "metrics": MetricsSettings,
+                             "debug": DebugSettings, "limits": LimitSettings, "retention": RetentionSettings, "ui": UiSettings, "metrics": MetricsSettings,
                              "huawei": HuaweiSettings}

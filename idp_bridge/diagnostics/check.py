@@ -21,6 +21,7 @@ from idp_bridge.diagnostics.check_keys import check_keys
 from idp_bridge.diagnostics.http import HttpClient, HttpResult
 from idp_bridge.diagnostics.report import Report
 from idp_bridge.diagnostics.schema import schema_errors
+from idp_bridge.diagnostics.tls import TlsProbe, check_public_tls, probe_tls
 from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_sp_metadata
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from idp_bridge.store import Store
 
 Fetch = Callable[[str, str], HttpResult]  # (method, url) -> result; raises OSError when unreachable
+TlsProbeFn = Callable[[str, int], TlsProbe]  # (host, port) -> the public URL's TLS; raises OSError
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: The clock-offset check allows at most this much (or a third of saml.clock_skew_seconds, if smaller).
@@ -65,7 +67,7 @@ def _fmt(when: dt.datetime) -> str:
 
 def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
                      environ: Mapping[str, str] | None = None, fetch: Fetch = default_fetch,
-                     now: dt.datetime | None = None) -> Report:
+                     now: dt.datetime | None = None, tls_probe: TlsProbeFn = probe_tls) -> Report:
     """Run every check for the deployment described by the config file; never raises for a broken deployment."""
     now = now or dt.datetime.now(dt.UTC)
     report = Report("idp-bridge check")
@@ -77,6 +79,7 @@ def check_deployment(config_path: str | os.PathLike[str] | None = None, *,
         return report
     report.add("config", "config valid", True, f"{config.path} loaded")
     _check_base_url(report, config)
+    check_public_tls(report, config.base_url, now, probe=tls_probe)
     store = _check_database(report, config)
     _, keys = check_keys(report, config, store, now, environ)
     _check_our_metadata(report, config, store, keys, fetch, now)

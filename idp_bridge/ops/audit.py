@@ -1,7 +1,13 @@
 """Audit events: one structured record per login, rejection, binding, webhook delivery, return, key change.
 
-Each event is stored in the database and written as one JSON log line on the ``idp_bridge.ops.audit``
-logger. Callers pass only what is safe to keep: never a password, token or raw SAML message.
+Each event is written as one JSON log line on the ``idp_bridge.audit`` logger, always, and stored in
+the database. Callers pass only what is safe to keep: never a password, token or raw SAML message.
+
+Refusals are what anonymous traffic can cause at will, so the database takes at most
+``REFUSALS_PER_MINUTE`` of them per (event, reason) and minute in each process; the rest are only
+logged, and once the minute is over one summary row says how many were left out (``detail.suppressed``),
+written with the next refusal of that kind. Successful events (a login, a binding, a key change)
+are always stored.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
+import weakref
 from typing import Any
 
 from idp_bridge.ops.metrics import count_event
@@ -16,6 +24,42 @@ from idp_bridge.store import Store
 from idp_bridge.store.audit import scrub_detail
 
 log = logging.getLogger("idp_bridge.audit")
+
+REFUSALS_PER_MINUTE = 60
+
+
+class RefusalBudget:
+    """Per (event, reason): how many refusals were stored this minute and how many were left out."""
+
+    def __init__(self, per_minute: int = REFUSALS_PER_MINUTE) -> None:
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str | None], tuple[dt.datetime, int, int]] = {}
+
+    def admit(self, event: str, reason: str | None, now: dt.datetime) -> tuple[bool, int, dt.datetime | None]:
+        """(store this one?, refusals left out in the previous minute of this kind, that minute)."""
+        minute = now.replace(second=0, microsecond=0)
+        with self._lock:
+            start, stored, left_out = self._windows.get((event, reason), (minute, 0, 0))
+            carried, carried_from = 0, None
+            if start != minute:
+                carried, carried_from = left_out, start
+                stored, left_out = 0, 0
+            if len(self._windows) > 10_000:  # reasons are stable codes; this only guards memory
+                self._windows.clear()
+            ok = stored < self.per_minute
+            self._windows[(event, reason)] = (minute, stored + ok, left_out + (not ok))
+            return ok, carried, carried_from
+
+
+_budgets: weakref.WeakKeyDictionary[Store, RefusalBudget] = weakref.WeakKeyDictionary()
+
+
+def refusal_budget(store: Store) -> RefusalBudget:
+    budget = _budgets.get(store)
+    if budget is None:
+        budget = _budgets[store] = RefusalBudget()
+    return budget
 
 
 def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | None = None,
@@ -31,6 +75,15 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
     count_event(event, outcome, reason_code, sp)
     if store is not None:
         try:
+            if outcome != "ok":
+                stored, carried, since = refusal_budget(store).admit(event, reason_code, now)
+                if carried:
+                    store.audit.record(event=event, outcome=outcome, reason_code=reason_code, now=now,
+                                       detail={"suppressed": carried, "minute": since.isoformat() if since else None,
+                                               "note": "refusals of this kind beyond the per-minute budget; "
+                                                       "each one is in the log"})
+                if not stored:
+                    return
             store.audit.record(event=event, outcome=outcome, reason_code=reason_code,
                                correlation_id=correlation_id, sp=sp, customer=customer, detail=detail, now=now)
         except Exception:  # an audit write must never turn a refusal into a 500

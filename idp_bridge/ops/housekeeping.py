@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 
+from idp_bridge.config import RetentionSettings
 from idp_bridge.ops.periodic import Periodic
 from idp_bridge.store import Store
 
@@ -18,17 +19,22 @@ log = logging.getLogger("idp_bridge.housekeeping")
 DEFAULT_INTERVAL_SECONDS = 600.0
 
 
-def purge_once(store: Store, *, now: dt.datetime | None = None) -> dict[str, int]:
-    counts = store.purge_expired(now or dt.datetime.now(dt.UTC))
+def purge_once(store: Store, *, now: dt.datetime | None = None,
+               retention: RetentionSettings | None = None) -> dict[str, int]:
+    r = retention or RetentionSettings()
+    counts = store.purge_expired(now or dt.datetime.now(dt.UTC), outbox_retention=dt.timedelta(days=r.outbox_days),
+                                 audit_retention=dt.timedelta(days=r.audit_days),
+                                 metadata_fetch_retention=dt.timedelta(days=r.metadata_fetch_days))
     if any(counts.values()):
         log.info(json.dumps({"event": "purge", "deleted": counts}))
     return counts
 
 
-def purge_loop(store: Store, *, interval: float = DEFAULT_INTERVAL_SECONDS) -> Periodic:
+def purge_loop(store: Store, *, interval: float = DEFAULT_INTERVAL_SECONDS,
+               retention: RetentionSettings | None = None) -> Periodic:
     """``purge_once`` every ``interval`` seconds (first after one interval: start-up stays quick)."""
     def job() -> bool:
-        purge_once(store)
+        purge_once(store, retention=retention)
         return False
 
     return Periodic("idp-bridge-purge", job, interval=interval, wait_first=True)

@@ -11,10 +11,11 @@ also lists every stable code; the SAML core stays free of it so that it imports 
 from __future__ import annotations
 
 
-class SamlError(Exception):
-    """Base class of the SAML core's errors. Subclasses set ``code`` and ``status``."""
+class CodedError(Exception):
+    """The shape of every refusal, the SAML core's and the bridge's (``idp_bridge.errors.BridgeError``):
+    a stable ``code``, an ``operator`` message and an HTTP ``status``. Subclasses set ``code`` and ``status``."""
 
-    code: str = "saml_error"
+    code: str = "error"
     status: int = 400
 
     def __init__(self, operator: str, *, code: str | None = None, status: int | None = None) -> None:
@@ -27,6 +28,12 @@ class SamlError(Exception):
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.operator}"
+
+
+class SamlError(CodedError):
+    """Base class of the SAML core's errors."""
+
+    code = "saml_error"
 
 
 class RequestError(SamlError):

@@ -66,6 +66,9 @@ def _scrub(value: Any, depth: int) -> Any:
     return text if len(text) <= MAX_DETAIL_STRING else text[:MAX_DETAIL_STRING] + "…"
 
 
+_INSERT = insert(AuditEventRow)  # built once; the values travel as parameters (a row per login)
+
+
 class AuditRepository:
     """``store.audit``: the audit trail."""
 
@@ -102,7 +105,7 @@ class AuditRepository:
             if values[column] is not None:
                 values[column] = str(values[column])[:limit]
         with self._db.write() as conn:
-            conn.execute(insert(AuditEventRow).values(values))
+            conn.execute(_INSERT, values)
 
     def recent(self, limit: int = 50, *, correlation_id: str | None = None, since: datetime | None = None,
                outcome: str | None = None, event: str | None = None) -> list[AuditEvent]:

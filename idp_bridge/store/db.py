@@ -1,9 +1,15 @@
-"""Transactions on the store's engine, with driver failures turned into typed errors."""
+"""Transactions on the store's engine, with driver failures turned into typed errors.
+
+``transaction()`` opens one write transaction that every repository call made inside the block
+joins (their ``read()``/``write()`` reuse its connection), so a request can commit several writes
+(replay claim, audit row, session) at once; an exception in the block rolls all of them back.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
@@ -15,6 +21,9 @@ from idp_bridge.store.engine import WRITE_OPTION, safe_url
 # Arbitrary constant key for pg_advisory_xact_lock: serialises schema upgrades across workers.
 PG_MIGRATION_LOCK_KEY = 0x1D_B41D_6E
 
+# The open ``transaction()`` of this thread/context: (database, connection).
+_AMBIENT: ContextVar[tuple[Database, Connection] | None] = ContextVar("idp_bridge_transaction", default=None)
+
 
 class Database:
     def __init__(self, engine: Engine) -> None:
@@ -24,14 +33,40 @@ class Database:
     def describe(self) -> str:
         return safe_url(self.engine.url)
 
+    def _ambient(self) -> Connection | None:
+        held = _AMBIENT.get()
+        return held[1] if held is not None and held[0] is self else None
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
         with self._translated(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction joined by every read/write in the block (nested calls join the outer one)."""
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
+        with self.write() as conn:
+            token = _AMBIENT.set((self, conn))
+            try:
+                yield conn
+            finally:
+                _AMBIENT.reset(token)
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction; on SQLite it holds the database write lock from its first statement."""
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
         with self._translated(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():

@@ -51,7 +51,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     app.extensions["idp_bridge"] = bridge
     app.session_interface = StoreSessionInterface(
         bridge.store, lifetime=dt.timedelta(seconds=cfg.saml.session_lifetime_seconds),
-        secure=cfg.base_url.startswith("https://"))
+        secure=cfg.base_url.startswith("https://"), secret_key=cfg.secret_key)
     if cfg.trust_forwarded:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -65,7 +65,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
         app.register_blueprint(blueprint)
     _load_plugins(app)
     _start_webhook_loop(app, bridge)
-    app.extensions["idp_bridge_purge"] = purge_loop(bridge.store).start()
+    app.extensions["idp_bridge_purge"] = purge_loop(bridge.store, retention=cfg.retention).start()
     return app
 
 

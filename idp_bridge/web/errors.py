@@ -9,7 +9,7 @@ import logging
 from flask import Flask, current_app, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
-from idp_bridge.errors import AnyError, BridgeError, SamlError
+from idp_bridge.errors import AnyError, CodedError
 from idp_bridge.ops.audit import audit
 from idp_bridge.web.messages import Family, family_for
 from idp_bridge.web.security import correlation_id
@@ -30,8 +30,7 @@ def error_page(family: Family, status: int) -> tuple[str, int]:
 def install(app: Flask) -> None:
     app.jinja_env.globals["platform_url"] = platform_url
 
-    @app.errorhandler(SamlError)
-    @app.errorhandler(BridgeError)
+    @app.errorhandler(CodedError)
     def _bridge_error(exc: AnyError) -> tuple[str, int]:
         cid = correlation_id()
         # A refused SSO request must not leave a half-done login behind.
