@@ -450,9 +450,9 @@ def test_purge_expired(store: Store) -> None:
             )
 
     assert store.purge_expired(NOW) == {"replay_ids": 1, "sessions": 1, "outbox": 1, "login_throttle": 0,
-                                        "binding_jumps": 0}
+                                        "binding_jumps": 0, "audit_events": 0, "metadata_fetches": 0}
     assert store.purge_expired(NOW) == {"replay_ids": 0, "sessions": 0, "outbox": 0, "login_throttle": 0,
-                                        "binding_jumps": 0}
+                                        "binding_jumps": 0, "audit_events": 0, "metadata_fetches": 0}
     assert _claim(store, "_live") is False
     assert store.sessions.load(live_session, now=NOW) is not None
     assert store.sessions.load(old_session, now=NOW - 10 * MINUTE) is None

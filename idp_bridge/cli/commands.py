@@ -258,7 +258,8 @@ def db_purge(ctx: click.Context) -> None:
     from idp_bridge.ops.housekeeping import purge_once
     from idp_bridge.store import Store
 
-    counts = purge_once(Store.from_url(_config(ctx).database_url))
+    cfg = _config(ctx)
+    counts = purge_once(Store.from_url(cfg.database_url), retention=cfg.retention)
     click.echo("deleted: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 

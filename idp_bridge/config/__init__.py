@@ -18,6 +18,7 @@ from idp_bridge.config.model import (
     MetricsSettings,
     Pkcs11KeyConfig,
     PlatformSettings,
+    RetentionSettings,
     SamlSettings,
     ServiceProviderConfig,
     UiSettings,
@@ -25,6 +26,6 @@ from idp_bridge.config.model import (
 
 __all__ = [
     "CUSTOMER_FIELDS", "DEFAULT_ATTRIBUTES", "DEFAULT_CONFIG_NAME", "Config", "DebugSettings", "HuaweiSettings", "KeySettings",
-    "LimitSettings", "MetricsSettings", "Pkcs11KeyConfig", "PlatformSettings", "SamlSettings", "ServiceProviderConfig", "UI_LOCALES", "UiSettings", "config_path",
+    "LimitSettings", "MetricsSettings", "Pkcs11KeyConfig", "PlatformSettings", "RetentionSettings", "SamlSettings", "ServiceProviderConfig", "UI_LOCALES", "UiSettings", "config_path",
     "load_config", "parse_config", "read_raw_config", "write_raw_config",
 ]

@@ -216,6 +216,8 @@ class PlatformSettings:
     webhook_secret: str | None = setting(None, env="IDP_BRIDGE_WEBHOOK_SECRET", secret=True)
     #: Run the webhook delivery loop inside every web process (``idp-bridge webhooks run`` otherwise).
     webhook_in_process: bool = setting(True)
+    #: Seconds a webhook POST may take in all (connect, send, answer); a claim's lease is twice it plus 10 s.
+    webhook_timeout_seconds: int = setting(10, minimum=1, maximum=120)
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,18 @@ class LimitSettings:
     login_window_seconds: int = setting(900, minimum=1, maximum=1_000_000)
     #: How long a key stays locked once it went over its limit (answered 429 with Retry-After).
     login_lockout_seconds: int = setting(900, minimum=1, maximum=1_000_000)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """``[retention]``: days a row is kept before housekeeping deletes it (expired sessions, replay IDs and
+    throttle windows go as soon as they expire)."""
+
+    audit_days: int = setting(180, minimum=1, maximum=36_500)
+    #: Rotation evidence: keep it longer than any key stays ``next``.
+    metadata_fetch_days: int = setting(400, minimum=1, maximum=36_500)
+    #: Delivered webhooks.
+    outbox_days: int = setting(7, minimum=1, maximum=36_500)
 
 
 #: ``[ui] default_locale``: the page language when the browser's Accept-Language names none we have.
@@ -296,6 +310,7 @@ class Config:
     keys: KeySettings = field(default_factory=KeySettings, metadata={"in_file": False})
     debug: DebugSettings = field(default_factory=DebugSettings, metadata={"in_file": False})
     limits: LimitSettings = field(default_factory=LimitSettings, metadata={"in_file": False})
+    retention: RetentionSettings = field(default_factory=RetentionSettings, metadata={"in_file": False})
     ui: UiSettings = field(default_factory=UiSettings, metadata={"in_file": False})
     metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"in_file": False})
     huawei: HuaweiSettings = field(default_factory=HuaweiSettings, metadata={"in_file": False})
@@ -323,5 +338,5 @@ class Config:
 #: The file's tables -> the Config field each fills (``bridge`` is Config itself; ``sp`` and ``attributes``
 #: are read by the loader).
 SECTIONS: dict[str, type] = {"saml": SamlSettings, "platform": PlatformSettings, "keys": KeySettings,
-                             "debug": DebugSettings, "limits": LimitSettings, "ui": UiSettings, "metrics": MetricsSettings,
+                             "debug": DebugSettings, "limits": LimitSettings, "retention": RetentionSettings, "ui": UiSettings, "metrics": MetricsSettings,
                              "huawei": HuaweiSettings}

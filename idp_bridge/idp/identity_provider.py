@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
 
 from idp_bridge.config import Config
 from idp_bridge.errors import ReplayError, RequestError, StatusResponseError
 from idp_bridge.huawei.attribute_rules import AttributeRules
 from idp_bridge.huawei.attributes import Customer, release_attributes
 from idp_bridge.huawei.login_link import check_service_url, console_login_url
+from idp_bridge.idp.metadata_fetches import FetchRecorder
 from idp_bridge.idp.service_providers import LoadedServiceProvider, ServiceProviderRegistry
 from idp_bridge.keys.provider import KeyRingProvider
+from idp_bridge.keys.ring import KeyEntry, KeyRing
 from idp_bridge.ops.metrics import SIGNING_SECONDS
 from idp_bridge.saml.bindings import decode_redirect, encode_post
 from idp_bridge.saml.metadata import build_idp_metadata, metadata_etag
@@ -94,6 +101,16 @@ class Metadata:
     key_ids: tuple[str, ...]
 
 
+#: Request IDs this process has claimed (or seen refused) recently: a replay that comes back to the
+#: same worker is refused before anything is signed. The database claim stays the rule across workers.
+RECENT_CLAIMS = 8192
+
+
+def _replayed(request_id: str, issuer: str) -> ReplayError:
+    return ReplayError(f"AuthnRequest ID {request_id!r} from {issuer!r} was already used; "
+                       "each request is accepted once", code="request_replayed")
+
+
 class IdentityProvider:
     def __init__(self, config: Config, store: Store, *, keys: KeyRingProvider | None = None,
                  sps: ServiceProviderRegistry | None = None) -> None:
@@ -101,14 +118,35 @@ class IdentityProvider:
         self.store = store
         self.keys = keys or KeyRingProvider(config, states=store.keyring.states)
         self.sps = sps or ServiceProviderRegistry(config)
+        self.fetches = FetchRecorder(store, config.service_providers)
+        self._metadata: tuple[KeyRing, tuple[tuple[str, bytes], ...], Metadata] | None = None
+        self._recent_claims: OrderedDict[str, None] = OrderedDict()
+        self._claims_lock = threading.Lock()
         h = config.huawei
         self.attribute_rules = AttributeRules(email_max_chars=h.email_max_chars, mobile_pattern=h.mobile_pattern,
                                               enabled=h.check_attributes)
 
     # -- metadata ---------------------------------------------------------------------------
     def metadata(self) -> Metadata:
-        """Our IdP metadata: deterministic for a given key set (byte-identical re-exports)."""
-        published = self.keys.ring().published
+        """Our IdP metadata: deterministic for a given key set (byte-identical re-exports).
+
+        Built once per key set and kept: the ring object is compared first (free), then, after a
+        reload, the published key IDs and certificates; only a different set rebuilds the XML.
+        """
+        ring = self.keys.ring()
+        cached = self._metadata
+        if cached is not None and cached[0] is ring:
+            return cached[2]
+        published = ring.published
+        key = tuple((e.key_id, e.certificate.fingerprint(hashes.SHA256())) for e in published)
+        if cached is not None and cached[1] == key:
+            self._metadata = (ring, key, cached[2])
+            return cached[2]
+        meta = self._build_metadata(published)
+        self._metadata = (ring, key, meta)
+        return meta
+
+    def _build_metadata(self, published: Sequence[KeyEntry]) -> Metadata:
         certs = [e.certificate for e in published]
         valid_until = min(c.not_valid_after_utc for c in certs)
         xml = build_idp_metadata(
@@ -133,6 +171,12 @@ class IdentityProvider:
         tmp.replace(path)
         return True, meta
 
+    def record_metadata_fetch(self, *, remote_addr: str | None, user_agent: str | None, meta: Metadata,
+                              sp: str | None, now: dt.datetime) -> bool:
+        """Keep the fetch as rotation evidence when it is news (see ``idp.metadata_fetches``)."""
+        return self.fetches.record(remote_addr=remote_addr, user_agent=user_agent, etag=meta.etag,
+                                   key_ids=meta.key_ids, sp=sp, now=now)
+
     # -- SSO ----------------------------------------------------------------------------------
     def accept_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
         """Decode, verify and check an HTTP-Redirect AuthnRequest, and claim its ID once.
@@ -141,6 +185,19 @@ class IdentityProvider:
         the first that fails is raised. A request we trust but whose NameIDPolicy we cannot satisfy raises
         :class:`AnsweredRefusal` carrying the signed ``InvalidNameIDPolicy`` Response for its ACS.
         """
+        now = now or utcnow()
+        pending = self.check_redirect_request(raw_query, now=now)
+        self.claim_request(pending, now=now)
+        return pending
+
+    def claim_request(self, pending: PendingLogin, *, now: dt.datetime) -> None:
+        """Claim the request's ID in the database (ReplayError if it was used). Call it inside the request's
+        ``store.transaction()`` so the claim commits with the audit row and the session."""
+        self._claim(pending.request_id, pending.sp_entity_id, now,
+                    dt.timedelta(seconds=self.config.saml.clock_skew_seconds))
+
+    def check_redirect_request(self, raw_query: str, *, now: dt.datetime | None = None) -> PendingLogin:
+        """Decode, verify and check an HTTP-Redirect AuthnRequest; its ID is not claimed yet (``claim_request``)."""
         now = now or utcnow()
         self.keys.ring()  # nothing can sign (HTTP 503): say so before the customer types a password
         msg = decode_redirect(raw_query)
@@ -157,16 +214,20 @@ class IdentityProvider:
                                    now.isoformat())
             form = self.issue_status(pending, sub_status=exc.sub_status, message=None, now=now)
             raise AnsweredRefusal(exc.operator, code=exc.code, pending=pending, form=form) from exc
-        self._claim(request.id, request.issuer, now, skew)
+        if request.id in self._recent_claims:  # a replay to this worker: refused before anything is signed
+            raise _replayed(request.id, request.issuer)
         return PendingLogin(sp.name, sp.metadata.entity_id, request.id, accepted.acs_url, msg.relay_state,
                             now.isoformat(), force_authn=request.force_authn, is_passive=request.is_passive)
 
     def _claim(self, request_id: str, issuer: str, now: dt.datetime, skew: dt.timedelta) -> None:
         # The ID's shape (bounded xs:ID) is a parse rule of saml/requests.py: decode applies it too.
         expires = now + 2 * skew + dt.timedelta(seconds=self.config.saml.assertion_lifetime_seconds)
+        with self._claims_lock:
+            self._recent_claims[request_id] = None
+            while len(self._recent_claims) > RECENT_CLAIMS:
+                self._recent_claims.popitem(last=False)
         if not self.store.replay.claim("authn_request", request_id, issuer=issuer, expires_at=expires, now=now):
-            raise ReplayError(f"AuthnRequest ID {request_id!r} from {issuer!r} was already used; "
-                              "each request is accepted once", code="request_replayed")
+            raise _replayed(request_id, issuer)
 
     def pending_login(self, data: dict[str, Any], *, now: dt.datetime | None = None) -> PendingLogin:
         """The pending login a session holds, refused once older than ``saml.pending_login_max_age_seconds``.

@@ -4,6 +4,11 @@ Metadata comes from a file or a URL. A URL is fetched with a timeout and a size 
 last good copy is kept in the metadata folder, so a restart works while the SP's site is down.
 Files are re-read when they change; URLs are re-fetched after ``refresh_seconds``. A copy that
 fails to load never replaces a good one in memory.
+
+Lookups cost the same for 1 or 1000 SPs: by name from a dict, by entity ID from an index of the
+loaded metadata. A hit checks only the SP it found (one ``stat`` of its file); an entity ID the
+index does not know re-reads the other SPs' files at most every ``rescan_seconds`` (an unknown
+Issuer must not make every request walk every SP).
 """
 
 from __future__ import annotations
@@ -70,14 +75,23 @@ def load_sp_metadata_bytes(sp: ServiceProviderConfig, *, fetcher: Fetcher = fetc
                             code="metadata_file") from exc
 
 
+#: How many entity IDs an ``unknown_issuer`` refusal lists.
+SHOWN_ENTITY_IDS = 10
+
+
 class ServiceProviderRegistry:
-    def __init__(self, config: Config, *, fetcher: Fetcher = fetch_url, refresh_seconds: float = 3600.0) -> None:
+    def __init__(self, config: Config, *, fetcher: Fetcher = fetch_url, refresh_seconds: float = 3600.0,
+                 rescan_seconds: float = 2.0) -> None:
         self._config = config
         self._fetcher = fetcher
         self._refresh = refresh_seconds
+        self._rescan = rescan_seconds
         self._lock = threading.Lock()
         self._loaded: dict[str, LoadedServiceProvider] = {}
         self._mtimes: dict[str, float] = {}
+        self._by_name: dict[str, ServiceProviderConfig] = {sp.name: sp for sp in config.service_providers}
+        self._by_entity_id: dict[str, str] = {}  # entity ID -> SP name, from the metadata loaded so far
+        self._scanned_at: float | None = None
 
     def _stale(self, sp: ServiceProviderConfig) -> bool:
         current = self._loaded.get(sp.name)
@@ -91,13 +105,17 @@ class ServiceProviderRegistry:
             return False  # keep the good copy; the error shows on the next successful look
 
     def get(self, name: str) -> LoadedServiceProvider:
-        sp = self._config.sp(name)
+        sp = self._by_name.get(name) or self._config.sp(name)  # config.sp raises the named error
         with self._lock:
             if self._stale(sp):
                 try:
                     data = load_sp_metadata_bytes(sp, fetcher=self._fetcher, cache_dir=self._config.metadata_dir)
                     meta = parse_sp_metadata(data)
+                    previous = self._loaded.get(sp.name)
+                    if previous is not None and self._by_entity_id.get(previous.metadata.entity_id) == sp.name:
+                        del self._by_entity_id[previous.metadata.entity_id]
                     self._loaded[sp.name] = LoadedServiceProvider(sp, meta, time.monotonic(), sp.metadata)
+                    self._by_entity_id.setdefault(meta.entity_id, sp.name)  # the first configured SP wins
                     if not sp.metadata_is_url:
                         self._mtimes[sp.name] = Path(sp.metadata).stat().st_mtime
                 except MetadataError:
@@ -129,23 +147,39 @@ class ServiceProviderRegistry:
         return [self.get(sp.name) for sp in self._config.service_providers]
 
     def by_entity_id(self, entity_id: str) -> LoadedServiceProvider:
-        known = []
-        for sp in self._config.service_providers:
-            loaded = self.get(sp.name)
+        name = self._by_entity_id.get(entity_id)
+        if name is not None:
+            loaded = self.get(name)  # re-reads this SP's metadata if its file changed
             if loaded.metadata.entity_id == entity_id:
                 return loaded
-            known.append(loaded.metadata.entity_id)
-        raise RequestError(f"Issuer {entity_id!r} is not a configured service provider "
-                           f"(known entity IDs: {', '.join(known) or 'none'})", code="unknown_issuer")
+        now = time.monotonic()
+        if self._scanned_at is None or now - self._scanned_at >= self._rescan:
+            self._scanned_at = now
+            for sp in self._config.service_providers:
+                try:
+                    loaded = self.get(sp.name)
+                except MetadataError as exc:  # one SP's broken metadata must not refuse every other SP
+                    log.warning("SP %s: metadata cannot be loaded: %s", sp.name, exc)
+                    continue
+                if loaded.metadata.entity_id == entity_id:
+                    self._by_entity_id[entity_id] = sp.name
+                    return loaded
+        known = sorted(self._by_entity_id)
+        shown = ", ".join(known[:SHOWN_ENTITY_IDS]) + (f" and {len(known) - SHOWN_ENTITY_IDS} more"
+                                                        if len(known) > SHOWN_ENTITY_IDS else "")
+        raise RequestError(f"Issuer {entity_id[:256]!r} is not a configured service provider "
+                           f"(known entity IDs: {shown or 'none'})", code="unknown_issuer")
 
     def requested(self, name: str | None) -> LoadedServiceProvider:
         """The SP a request names (``?sp=``), else the default one. An unknown name is the client's error (400)."""
         if not name:
             return self.default()
-        known = [sp.name for sp in self._config.service_providers]
-        if name not in known:
+        if name not in self._by_name:
+            known = list(self._by_name)
+            shown = ", ".join(known[:SHOWN_ENTITY_IDS]) + (f" and {len(known) - SHOWN_ENTITY_IDS} more"
+                                                            if len(known) > SHOWN_ENTITY_IDS else "")
             raise RequestError(f"sp {name[:64]!r} named in the request is not a configured service provider "
-                               f"(known: {', '.join(known) or 'none'})", code="sp_unknown")
+                               f"(known: {shown or 'none'})", code="sp_unknown")
         return self.get(name)
 
     def default(self) -> LoadedServiceProvider:

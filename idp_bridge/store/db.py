@@ -1,19 +1,36 @@
-"""Transactions on the store's engine, with driver failures turned into typed errors."""
+"""Transactions on the store's engine, with driver failures turned into typed errors.
+
+Rule: any database fault (unreachable server, read-only or full files, a lock held past the busy
+timeout) leaves here as ``StoreUnavailableError`` (HTTP 503), and the connection it happened on is
+thrown away rather than returned to the pool: a SQLite connection opened while the files were
+read-only stays read-only for its whole life, and a PostgreSQL connection cut by a restart is dead.
+The next transaction opens a fresh connection, so the bridge recovers as soon as the cause is gone.
+Integrity errors (a duplicate key) are not faults: they pass through for the caller to judge.
+
+``transaction()`` opens one write transaction that every repository call made inside the block
+joins (their ``read()``/``write()`` reuse its connection), so a request can commit several writes
+(replay claim, audit row, session) at once; an exception in the block rolls all of them back.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from idp_bridge.errors import StoreUnavailableError
 from idp_bridge.store.engine import WRITE_OPTION, safe_url
 
 # Arbitrary constant key for pg_advisory_xact_lock: serialises schema upgrades across workers.
 PG_MIGRATION_LOCK_KEY = 0x1D_B41D_6E
+
+# The open ``transaction()`` of this thread/context: (database, connection).
+_AMBIENT: ContextVar[tuple[Database, Connection] | None] = ContextVar("idp_bridge_transaction", default=None)
 
 
 class Database:
@@ -24,18 +41,42 @@ class Database:
     def describe(self) -> str:
         return safe_url(self.engine.url)
 
+    def _ambient(self) -> Connection | None:
+        held = _AMBIENT.get()
+        return held[1] if held is not None and held[0] is self else None
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self._translated(), self.engine.connect() as conn, conn.begin():
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
+        with self._transaction(write=False) as conn:
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction joined by every read/write in the block (nested calls join the outer one)."""
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
+        with self.write() as conn:
+            token = _AMBIENT.set((self, conn))
+            try:
+                yield conn
+            finally:
+                _AMBIENT.reset(token)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction; on SQLite it holds the database write lock from its first statement."""
-        with self._translated(), self.engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
+        with self._transaction(write=True) as conn:
+            yield conn
 
     @contextmanager
     def migration(self) -> Iterator[Connection]:
@@ -50,12 +91,24 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     @contextmanager
-    def _translated(self) -> Iterator[None]:
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
-            yield
-        except OperationalError as exc:
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                try:
+                    with conn.begin():
+                        yield conn
+                except (DBAPIError, sqlite3.Error) as exc:
+                    if not isinstance(exc, IntegrityError) and not conn.invalidated:
+                        conn.invalidate(exc)  # never hand this connection out again
+                    raise
+        except IntegrityError:
+            raise
+        except (DBAPIError, sqlite3.Error) as exc:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
             raise StoreUnavailableError(
-                f"database {self.describe()} unavailable: {_first_line(exc.orig) or exc}"
+                f"database {self.describe()} unavailable: {_first_line(orig) or exc}"
             ) from exc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Insert, Table
+from sqlalchemy import Insert, Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp_bridge.store.db import Database
@@ -22,6 +22,7 @@ class ReplayRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._upsert = _claim_statement(db.dialect)
 
     def claim(self, kind: str, value: str, *, issuer: str, expires_at: datetime, now: datetime) -> bool:
         """Record ``value`` as used; True for the first claim, False if it is already held.
@@ -42,18 +43,26 @@ class ReplayRepository:
         now = require_aware(now)
         expires_at = require_aware(expires_at, "expires_at")
 
-        table = ReplayTable
-        row = {"kind": kind, "value": value, "issuer": issuer, "claimed_at": now, "expires_at": expires_at}
-        dialect_insert = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(table).values(row)
-        upsert: Insert = stmt.on_conflict_do_update(
-            index_elements=[table.c.kind, table.c.value],
-            set_={
-                "issuer": stmt.excluded.issuer,
-                "claimed_at": stmt.excluded.claimed_at,
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=table.c.expires_at <= now,
-        ).returning(table.c.kind)
+        row = {"kind": kind, "value": value, "issuer": issuer, "claimed_at": now, "expires_at": expires_at,
+               "now": now}
         with self._db.write() as conn:
-            return conn.execute(upsert).first() is not None
+            return conn.execute(self._upsert, row).first() is not None
+
+
+def _claim_statement(dialect: str) -> Insert:
+    """The claim upsert, built once per store with bound parameters: a hot path (every SSO) that
+    should not pay for building and cache-keying the statement on each call."""
+    table = ReplayTable
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(kind=bindparam("kind"), value=bindparam("value"), issuer=bindparam("issuer"),
+                                        claimed_at=bindparam("claimed_at"), expires_at=bindparam("expires_at"))
+    upsert: Insert = stmt.on_conflict_do_update(
+        index_elements=[table.c.kind, table.c.value],
+        set_={
+            "issuer": stmt.excluded.issuer,
+            "claimed_at": stmt.excluded.claimed_at,
+            "expires_at": stmt.excluded.expires_at,
+        },
+        where=table.c.expires_at <= bindparam("now"),
+    ).returning(table.c.kind)
+    return upsert

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import SessionRow
@@ -43,6 +43,11 @@ def _check_ttl(ttl: timedelta) -> None:
         raise ValueError(f"session ttl must be positive, got {ttl}")
 
 
+# Built once: loading the session is on every request's path.
+_LOAD = select(SessionRow.data, SessionRow.user_id, SessionRow.created_at, SessionRow.expires_at).where(
+    SessionRow.id == bindparam("row_id"), SessionRow.expires_at > bindparam("now"))
+
+
 class SessionRepository:
     """``store.sessions``: server-side web sessions by token."""
 
@@ -73,11 +78,7 @@ class SessionRepository:
             return None
         now = require_aware(now)
         with self._db.read() as conn:
-            row = conn.execute(
-                select(SessionRow.data, SessionRow.user_id, SessionRow.created_at, SessionRow.expires_at).where(
-                    SessionRow.id == row_id, SessionRow.expires_at > now
-                )
-            ).first()
+            row = conn.execute(_LOAD, {"row_id": row_id, "now": now}).first()
         if row is None:
             return None
         return SessionRecord(

@@ -7,11 +7,13 @@ methods, so an argument is written once, in the repository.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from sqlalchemy import URL, Engine
+from sqlalchemy.engine import Connection
 
 from idp_bridge.store import migrate, purge
 from idp_bridge.store.audit import AuditRepository
@@ -83,8 +85,16 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One write transaction for every repository call in the block: ``with store.transaction(): ...``
+        (all of it commits together or, on an exception, none of it)."""
+        return self._db.transaction()
+
     # --- housekeeping (spans several repositories) ---------------------------------------------
     def purge_expired(
-        self, now: datetime, *, outbox_retention: timedelta = purge.DEFAULT_OUTBOX_RETENTION
+        self, now: datetime, *, outbox_retention: timedelta = purge.DEFAULT_OUTBOX_RETENTION,
+        audit_retention: timedelta = purge.DEFAULT_AUDIT_RETENTION,
+        metadata_fetch_retention: timedelta = purge.DEFAULT_METADATA_FETCH_RETENTION,
     ) -> dict[str, int]:
-        return purge.purge_expired(self._db, now, outbox_retention=outbox_retention)
+        return purge.purge_expired(self._db, now, outbox_retention=outbox_retention, audit_retention=audit_retention,
+                                   metadata_fetch_retention=metadata_fetch_retention)

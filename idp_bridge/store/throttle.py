@@ -103,6 +103,10 @@ class ThrottleRepository:
                     continue
                 counts[key] = (attempts + 1, start)
             if refused:
+                # A refused attempt counts nowhere: drop the empty rows it made (anonymous guesses at many
+                # user IDs from a locked address must not add a row each).
+                conn.execute(delete(LoginThrottleRow).where(LoginThrottleRow.key.in_(keys), LoginThrottleRow.attempts == 0,
+                                                            LoginThrottleRow.locked_until.is_(None)))
                 return Verdict(False, _seconds(max(refused.values()) - now), tuple(newly), tuple(sorted(refused)))
             for key, (attempts, start) in counts.items():
                 conn.execute(update(LoginThrottleRow).where(LoginThrottleRow.key == key).values(

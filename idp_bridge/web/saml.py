@@ -9,10 +9,11 @@ from flask import Blueprint, g, make_response, render_template, request, session
 from werkzeug.wrappers import Response
 
 from idp_bridge.errors import RequestError
-from idp_bridge.idp.identity_provider import AnsweredRefusal, PostForm, utcnow
+from idp_bridge.idp.identity_provider import AnsweredRefusal, PendingLogin, PostForm, utcnow
 from idp_bridge.ops.audit import audit
 from idp_bridge.web.auth import bridge, current_customer, require_login_redirect
 from idp_bridge.web.security import correlation_id, csp_nonce
+from idp_bridge.web.sessions import persist_session
 
 bp = Blueprint("saml", __name__)
 
@@ -20,14 +21,15 @@ bp = Blueprint("saml", __name__)
 @bp.get("/saml/metadata")
 def metadata() -> Response:
     b = bridge()
-    meta = b.metadata()
-    # Every fetch is recorded (when, from where, ETag, key set). It is evidence for `keys activate` only when
-    # it came from a network in that SP's ``metadata_fetchers`` (``?sp=NAME``, if given, must name that SP):
-    # rotation.judge_fetch decides, and `keys status` says which fetches counted and why others did not.
+    meta = b.metadata()  # built once per key set
+    # A fetch is evidence for `keys activate` only when it came from a network in that SP's
+    # ``metadata_fetchers`` (``?sp=NAME``, if given, must name that SP): rotation.judge_fetch decides, and
+    # `keys status` says which fetches counted and why others did not. Only news is written: the first
+    # fetch of each (address, tag, ETag), repeats after a while, anonymous ones within a budget.
     sp_name = request.args.get("sp")
     sp = sp_name if sp_name in {s.name for s in b.config.service_providers} else None
-    b.store.keyring.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string,
-                                  etag=meta.etag, key_ids=list(meta.key_ids), now=utcnow(), sp=sp)
+    b.record_metadata_fetch(remote_addr=request.remote_addr, user_agent=request.user_agent.string, meta=meta,
+                            sp=sp, now=utcnow())
     resp = make_response(meta.xml)
     resp.content_type = "application/samlmetadata+xml; charset=utf-8"
     resp.set_etag(meta.etag.strip('"'))
@@ -43,16 +45,17 @@ def sso() -> Response:
     except UnicodeDecodeError:
         raise RequestError("the query string has non-ASCII bytes; a Redirect-binding message is "
                            "percent-encoded ASCII", code="query_not_ascii") from None
+    now = utcnow()
     b = bridge()
     try:
-        pending = b.accept_redirect_request(raw_query)
+        pending = b.check_redirect_request(raw_query, now=now)
     except AnsweredRefusal as refused:  # trusted request we cannot serve (NameIDPolicy): tell the SP, signed
         audit(b.store, "login", "refused", reason_code=refused.code, correlation_id=correlation_id(),
               sp=refused.pending.sp_name, detail={"request_id": refused.pending.request_id,
                                                   "reason": refused.operator})
         return post_form_page(refused.form)
     session["pending"] = pending.to_dict()
-    return sso_continue()
+    return _answer(pending, claim_at=now)
 
 
 @bp.get("/saml/continue")
@@ -61,26 +64,39 @@ def sso_continue() -> Response:
     if not data:
         raise RequestError("no pending sign-in request in this session (it was completed, expired, or the "
                            "session changed)", code="no_pending_request")
-    b = bridge()
-    pending = b.pending_login(data)  # too old: refused (the error handler drops it from the session)
+    return _answer(bridge().pending_login(data), claim_at=None)  # too old: refused (the handler drops it)
+
+
+def _answer(pending: PendingLogin, *, claim_at: dt.datetime | None) -> Response:
+    """Sign the answer (or send the customer to sign in), then commit everything it wrote in one
+    transaction: the request's replay claim (a fresh request: ``claim_at``), the audit row, the session."""
     customer = current_customer()
+    b = bridge()
     fresh = customer is not None and not pending.needs_fresh_login(
         dt.datetime.fromisoformat(session["authn_instant"]))
-    if not fresh:
-        if pending.is_passive:
-            session.pop("pending", None)
-            audit(b.store, "login", "refused", reason_code="no_passive", correlation_id=correlation_id(),
-                  sp=pending.sp_name, detail={"request_id": pending.request_id,
-                                              "reason": "IsPassive request and no (fresh) sign-in"})
-            return post_form_page(b.issue_no_passive(pending))
+    if not fresh and not pending.is_passive:
+        with b.store.transaction():
+            if claim_at is not None:
+                b.claim_request(pending, now=claim_at)
+            persist_session()  # the pending request waits server-side for the sign-in
         return require_login_redirect()
-    assert customer is not None
-    form = b.issue_response(pending, customer, authn_instant=dt.datetime.fromisoformat(session["authn_instant"]),
-                            session_index=session["session_index"])
     session.pop("pending", None)
-    audit(b.store, "login", "ok", correlation_id=correlation_id(), sp=pending.sp_name, customer=customer.user_id,
-          detail={"request_id": pending.request_id, "acs": pending.acs_url,
-                  "key_id": form.key_id})
+    if not fresh:
+        form = b.issue_no_passive(pending)
+        outcome, reason, who = "refused", "no_passive", None
+        detail = {"request_id": pending.request_id, "reason": "IsPassive request and no (fresh) sign-in"}
+    else:
+        assert customer is not None
+        form = b.issue_response(pending, customer, authn_instant=dt.datetime.fromisoformat(session["authn_instant"]),
+                                session_index=session["session_index"])
+        outcome, reason, who = "ok", None, customer.user_id
+        detail = {"request_id": pending.request_id, "acs": pending.acs_url, "key_id": form.key_id}
+    with b.store.transaction():
+        if claim_at is not None:
+            b.claim_request(pending, now=claim_at)
+        audit(b.store, "login", outcome, reason_code=reason, correlation_id=correlation_id(), sp=pending.sp_name,
+              customer=who, detail=detail)
+        persist_session()
     return post_form_page(form)
 
 
