@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ def wait_http(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else "(see the server's output below)"
             raise RuntimeError(f"server exited with {proc.returncode} before answering {url}:\n{out}")
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -36,9 +37,23 @@ def wait_http(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] 
 
 
 class ServerProcess:
-    def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    """A server in its own process group. Its output goes to a temporary file, not a pipe: a pipe nobody reads
+    fills up (~64 KiB, a few hundred audit lines) and then blocks the server. ``stream=True`` gives a pipe
+    instead (``proc.stdout``) for a test that reads the lines as they come; it must keep draining it."""
+
+    def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 stream: bool = False) -> None:
+        self._log = None if stream else tempfile.TemporaryFile()  # noqa: SIM115 - read in output()
         self.proc = subprocess.Popen(list(args), env={**os.environ, **(env or {})}, cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=subprocess.PIPE if stream else self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def output(self) -> str:
+        """What the server printed so far (with ``stream=True``: what is left in the pipe)."""
+        if self._log is None:
+            return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -48,7 +63,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
-        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        return self.output()
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -195,7 +195,7 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
     (key_path,) = env.config.key_dir.glob("*.key")
     good = key_path.read_bytes()
     cmd = [*gunicorn_cmd(port), "--max-requests", str(MAX_REQUESTS)]
-    with ServerProcess(cmd, env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
+    with ServerProcess(cmd, env={"IDP_BRIDGE_CONFIG": str(env.config.path)}, stream=True) as server:
         wait_answering(base + "/healthz", server.proc)
         log = _drain(server)
         master = server.proc.pid
@@ -263,7 +263,7 @@ def test_without_a_verified_copy_the_node_stays_up_and_answers_503(tmp_path: Pat
     (key_path,) = env.config.key_dir.glob("*.key")
     good = key_path.read_bytes()
     key_path.write_bytes(truncate(good))  # broken before any worker could verify it
-    with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
+    with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}, stream=True) as server:
         wait_answering(base + "/healthz", server.proc)
         log = _drain(server)
         master = server.proc.pid

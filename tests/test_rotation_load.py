@@ -158,7 +158,7 @@ def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(
     store.users.add("cust-1001", PASSWORD, email="c1001@partner.example")
     (first,) = [p.stem for p in env.config.key_dir.glob("*.key")]
 
-    with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}) as server:
+    with ServerProcess(gunicorn_cmd(port), env={"IDP_BRIDGE_CONFIG": str(env.config.path)}, stream=True) as server:
         wait_http(base + "/healthz", proc=server.proc)
         server_log: list[bytes] = []
         drain = threading.Thread(target=lambda: server_log.extend(iter(server.proc.stdout.readline, b"")),  # type: ignore[union-attr]
