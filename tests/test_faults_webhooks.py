@@ -76,14 +76,14 @@ def test_outage_slow_platform_and_kill_9_lose_and_reorder_nothing(tmp_path: Path
             # 2. a slow platform: it answers after our 1 s timeout (and does process the change)
             receiver.delay = 1.5
             keys += toggle(store, 1, 2)
-            wait_for(lambda: receiver.started >= 2, timeout=15, what="slow deliveries started")  # type: ignore[union-attr]
+            wait_for(lambda: receiver.started >= 2, timeout=15, what="slow deliveries started")
             receiver.delay = 0.0
             wait_for(lambda: store.outbox.pending_count() == 0, timeout=40, what="delivered after the slow phase")
             # 3. kill -9 both workers while a delivery is in flight
             receiver.delay = 0.8
             started = receiver.started
             keys += toggle(store, 2, 3)
-            wait_for(lambda: receiver.started > started, timeout=15, what="a delivery in flight")  # type: ignore[union-attr]
+            wait_for(lambda: receiver.started > started, timeout=15, what="a delivery in flight")
             for pid in bridge.worker_pids():
                 os.kill(pid, signal.SIGKILL)
                 kills += 1

@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -57,7 +58,7 @@ def _status(url: str) -> int:
         return 0
 
 
-def wait_answering(url: str, proc: object, timeout: float = 60.0) -> None:
+def wait_answering(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the server exited"
@@ -228,7 +229,7 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
                 if True:  # replace every worker: HUP, then let max_requests recycle them
                     before = workers_of(master)
                     os.kill(master, signal.SIGHUP)
-                    assert wait_for(lambda b=before: len(workers_of(master) - b) >= 2 and  # type: ignore[misc]
+                    assert wait_for(lambda b=before: len(workers_of(master) - b) >= 2 and
                                     not (workers_of(master) & b), 30), (name, "the workers were not replaced")
                     replaced += 2
                     time.sleep(1.0)
@@ -279,7 +280,7 @@ def test_without_a_verified_copy_the_node_stays_up_and_answers_503(tmp_path: Pat
         health = requests.get(base + "/healthz", timeout=TIMEOUT)
         assert health.status_code == 503 and health.json()["status"] == "fail", health.text
         assert str(key_path) in health.json()["key_file_error"], health.text
-        statuses = Counter()
+        statuses: Counter[int] = Counter()
         http = requests.Session()
         for i in range(6):
             query = env.redirect_query(env.authn_request(request_id=f"_nokey-{i}"))
