@@ -59,7 +59,10 @@ def test_huawei_doc_sample_decodes_to_the_documented_authnrequest() -> None:
     value = (FIXTURES / "huawei-doc-sample-samlrequest.txt").read_text().strip()
     msg = decode_redirect(f"SAMLRequest={value}")
     expected = (FIXTURES / "huawei-doc-sample-authnrequest.xml").read_bytes()
-    c14n = lambda b: etree.tostring(etree.fromstring(b), method="c14n")  # noqa: E731
+    def c14n(b: bytes) -> bytes:
+        out: bytes = etree.tostring(etree.fromstring(b), method="c14n")
+        return out
+
     assert c14n(msg.xml) == c14n(expected)
     assert msg.relay_state is None and msg.signature is None and msg.sig_alg is None
     assert msg.signed_octets is None and msg.param == "SAMLRequest"

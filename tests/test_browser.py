@@ -202,7 +202,7 @@ def test_demo_journey_error_pages_and_console_in_both_languages(demo: DemoSetup,
     p.click("#submit")
     p.wait_for_selector("#exchanges")
     rows = p.locator("#exchanges tr.exchange")
-    kinds = [rows.nth(i).locator("td").nth(1).text_content() for i in range(rows.count())]
+    kinds = [rows.nth(i).locator("td").nth(1).text_content() or "" for i in range(rows.count())]
     # the journey's two logins, the token's first use (a third) and the reloaded /saml/sso (refused, no Response)
     assert kinds.count("AuthnRequest") == 4 and kinds.count("Response") == 3 and kinds.count("bindRequest") == 1 \
         and kinds.count("return") == 1, kinds
@@ -237,7 +237,7 @@ def test_demo_journey_error_pages_and_console_in_both_languages(demo: DemoSetup,
     p.goto(bridge + "/_bridge/?outcome=refused&sp=huawei-sim")
     assert p.locator("#exchanges tr.exchange").count() == 1
     p.goto(bridge + "/_bridge/?outcome=ok&sp=huawei-sim")
-    kinds = [x.text_content() for x in p.locator("#exchanges tr.exchange > td:nth-child(2)").all()]
+    kinds = [x.text_content() or "" for x in p.locator("#exchanges tr.exchange > td:nth-child(2)").all()]
     assert sorted(kinds) == ["AuthnRequest"] * 3 + ["Response"] * 3 + ["bindRequest"], kinds
     b.shot("24-console-search-ok")
     p.goto(bridge + "/_bridge/?outcome=ok&sp=elsewhere")

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import html
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote, urlencode
 
@@ -33,9 +34,9 @@ def env(tmp_path: Path, db_url: str) -> Env:
 
 
 @pytest.fixture
-def bridge(env: Env) -> IdentityProvider:
+def bridge(env: Env) -> Iterator[IdentityProvider]:
     store = Store.from_url(env.config.database_url)
-    yield IdentityProvider(env.config, store)  # type: ignore[misc]
+    yield IdentityProvider(env.config, store)
     store.dispose()
 
 

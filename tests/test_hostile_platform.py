@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -94,7 +95,7 @@ def test_hostile_requests_are_refused_and_change_nothing(server: tuple[Env, str]
 
     hostile: list[tuple[str, requests.Response]] = []
 
-    def send(label: str, http: requests.Session | None, method: str, path: str, **kw: object) -> None:
+    def send(label: str, http: requests.Session | None, method: str, path: str, **kw: Any) -> None:
         client = http or requests.Session()
         hostile.append((label, client.request(method, base + path, allow_redirects=False, timeout=10, **kw)))
 

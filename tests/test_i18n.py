@@ -57,6 +57,7 @@ def test_every_string_in_the_sources_is_translated(tmp_path: Path) -> None:
         strings = m.string if isinstance(m.string, tuple) else (m.string,)
         assert all(strings) and "fuzzy" not in m.flags, f"untranslated or fuzzy: {msgid!r}"
         for s in strings:
+            assert isinstance(s, str), (msgid, s)
             assert sorted(PLACEHOLDER.findall(s)) == sorted(PLACEHOLDER.findall(msgid)), (msgid, s)
             assert re.search(r"[\u4e00-\u9fff]", s), f"not Chinese: {msgid!r} -> {s!r}"
 
@@ -68,9 +69,11 @@ def test_the_committed_mo_is_the_po_compiled() -> None:
                                                                  for x in messages}})
     for m in messages:
         if isinstance(m.id, tuple):
+            assert isinstance(m.string, (tuple, list)), m.id
             for n in (1, 5):
                 assert ZH.ngettext(m.id[0], m.id[1], n) == m.string[0], f"{MO.name} is stale: {m.id!r}"
         else:
+            assert isinstance(m.id, str) and isinstance(m.string, str), m.id
             assert ZH.gettext(m.id) == m.string, f"{MO.name} is stale (run scripts/i18n.sh): {m.id!r}"
 
 
@@ -187,7 +190,9 @@ CAUSES: dict[str, tuple[str, int, str]] = {
 
 
 def _provoke(client: FlaskClient, env: Env, cause: str, headers: dict[str, str]) -> Any:
-    get = lambda url: client.get(url, headers=headers)  # noqa: E731
+    def get(url: str) -> Any:
+        return client.get(url, headers=headers)
+
     if cause == "reused token":
         token = mint(env)
         assert get(f"/go?sp=huawei-cn&token={token}").status_code == 302

@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,14 +71,20 @@ def test_bad_key_files_under_a_running_server_never_replace_the_signing_key(tmp_
             (key_dir / f"{kid}.crt").write_bytes(data)
 
         stranger = self_signed_certificate(rsa.generate_private_key(65537, 2048), common_name="x", days=30)
-        bad_files = {
-            # the certificate landed, the key file only half-way
-            "half-written": lambda: (write_cert(cert_pem), write_private(pem[: len(pem) // 2])),
-            # the whole key, but the certificate beside it belongs to another key
-            "mismatched": lambda: (write_private(pem), write_cert(stranger.public_bytes(serialization.Encoding.PEM))),
-            # the right pair, readable by everyone
-            "world-readable": lambda: (write_cert(cert_pem), write_private(pem, 0o644)),
-        }
+        def half_written() -> None:  # the certificate landed, the key file only half-way
+            write_cert(cert_pem)
+            write_private(pem[: len(pem) // 2])
+
+        def mismatched() -> None:  # the whole key, but the certificate beside it belongs to another key
+            write_private(pem)
+            write_cert(stranger.public_bytes(serialization.Encoding.PEM))
+
+        def world_readable() -> None:  # the right pair, readable by everyone
+            write_cert(cert_pem)
+            write_private(pem, 0o644)
+
+        bad_files: dict[str, Callable[[], None]] = {
+            "half-written": half_written, "mismatched": mismatched, "world-readable": world_readable}
         # recorded as "next" first, as `keys new` / `keys import` do: from then on the files count
         recorder = Store.from_url(db_url)
         recorder.keyring.register(kid, state="next", now=dt.datetime.now(dt.UTC))

@@ -95,3 +95,38 @@ def test_logins_refusals_latency_and_state(env: Env) -> None:
         assert expiry and 300 < expiry[0] < 3700
         assert value(after, "idp_bridge_webhook_outbox_depth") == 0
         assert value(after, "idp_bridge_database_up") == 1
+
+
+@pytest.mark.slow
+def test_counters_add_up_across_two_gunicorn_workers(tmp_path: Path, db_url: str) -> None:
+    """The shipped gunicorn config, 2 workers: N logins spread over both workers show as N in one scrape."""
+    import requests
+
+    from tests.servers import ServerProcess, free_port, gunicorn_cmd, wait_http
+    from tests.test_server_journey import sign_in
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = make_env(tmp_path / "bridge", db_url, base_url=base)
+    _configure(env, enabled=True)
+    store = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
+    store.users.add("cust-1001", PASSWORD, email="c1001@partner.example")
+    store.dispose()
+    logins = 8
+    with ServerProcess(gunicorn_cmd(port, workers=2), env={"IDP_BRIDGE_CONFIG": str(env.config.path),
+                                                          "PROMETHEUS_MULTIPROC_DIR": ""}) as server:
+        wait_http(base + "/healthz", proc=server.proc)
+        for i in range(logins):
+            http = requests.Session()
+            query = env.redirect_query(env.authn_request(request_id=f"_metrics-{i}"))
+            assert http.get(base + "/saml/sso?" + query, allow_redirects=False, timeout=10).status_code == 302
+            assert sign_in(http, base, "cust-1001", PASSWORD).status_code == 302
+            page = http.get(base + "/saml/continue", timeout=10)
+            assert 'name="SAMLResponse"' in page.text
+            assert requests.get(base + "/saml/sso?SAMLRequest=%%", timeout=10).status_code == 400
+        for _ in range(20):  # the scrape itself may land on either worker: it must always say the same
+            text = requests.get(base + "/metrics", timeout=10).text
+            sp = env.config.service_providers[0].name
+            assert value(text, "idp_bridge_logins_total", sp=sp) == logins
+            assert sum(v for (name, _), v in samples(text).items() if name == "idp_bridge_refusals_total") == logins
+        assert value(text, "idp_bridge_sso_seconds_count") >= 2 * logins

@@ -20,10 +20,10 @@ from idp_bridge.saml.response_checks import (
     ResponseReport,
     check_response,
     parse_idp_metadata,
-    parse_instant,
 )
 from idp_bridge.saml.responses import build_response
 from idp_bridge.saml.signing import PrivateKeySigner
+from idp_bridge.saml.time import parse_instant
 from idp_bridge.saml.xml import AUTHN_PASSWORD_PROTECTED, NAMEID_TRANSIENT, NS_SAML, NS_SAMLP, NSMAP
 from tests.huawei_fixtures import FIXTURES
 from tests.pki import cached_key
@@ -49,7 +49,7 @@ ALL_CHECKS = [
 
 def _signer(name: str) -> PrivateKeySigner:
     key = cached_key(name)
-    return PrivateKeySigner(key.private_key, key.certificate)  # type: ignore[arg-type]
+    return PrivateKeySigner(key.private_key, key.certificate)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,8 @@ def _wrapped(good: bytes, *, same_id: bool) -> bytes:
     root.replace(genuine, evil)
     root.insert(1, extensions)
     extensions.append(genuine)
-    return etree.tostring(root)
+    out: bytes = etree.tostring(root)
+    return out
 
 
 @pytest.mark.parametrize("same_id", [False, True])

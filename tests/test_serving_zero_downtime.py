@@ -10,7 +10,7 @@ against gunicorn with 2 workers (`idp-bridge serve`, the shipped config), fail n
 
 The negative control restarts without the held socket (gunicorn binds the port itself, as the old README
 command did) under the same load, and must see failed logins: the load can tell.
-Every load is bounded in count (``max_logins``) and time (each phase waits at most 30 s)."""
+Every load is bounded in count (``max_logins``) and time (each wait is bounded, at most 90 s)."""
 
 from __future__ import annotations
 
@@ -41,14 +41,10 @@ THREADS = 3
 MAX_LOGINS = 1500
 
 
-T0 = time.monotonic()
-
-
 def progressed(load: LoginLoad, logins: int = 4) -> None:
     """Wait until ``logins`` more logins have finished (bounded)."""
     target = load.total() + logins
     wait_until(lambda: load.total() >= target, 90, f"{logins} more logins")
-    print(f"[{time.monotonic() - T0:6.1f}s] {load.total()} logins")
 
 
 def healthz(base: str) -> dict[str, object]:
@@ -79,7 +75,7 @@ def test_config_change_hup_and_upgrade_usr2_fail_no_login(tmp_path: Path, db_url
             raw["keys"] = {"expiry_warning_days": 400}
             write_raw_config(env.config.path, raw)  # type: ignore[arg-type]
             os.kill(first, signal.SIGHUP)
-            wait_until(lambda: len(worker_pids(first)) == 2 and not worker_pids(first) & old_workers, 30,
+            wait_until(lambda: len(worker_pids(first)) == 2 and not worker_pids(first) & old_workers, 60,
                        "HUP: both workers replaced")
             master.wait_for(r"idp-bridge worker \d+ ready", count=4)
             assert healthz(base)["status"] == "warn"  # the new config is live
@@ -90,13 +86,13 @@ def test_config_change_hup_and_upgrade_usr2_fail_no_login(tmp_path: Path, db_url
             hup_workers = worker_pids(first)
             os.kill(first, signal.SIGUSR2)
             second_pidfile = Path(str(pidfile) + ".2")
-            wait_until(second_pidfile.exists, 30, "USR2: the new master's pid file")
+            wait_until(second_pidfile.exists, 60, "USR2: the new master's pid file")
             second = int(second_pidfile.read_text())
             assert second != first
             master.wait_for(rf"idp-bridge worker \d+ ready \(master {second}\)", count=2)
             progressed(load)
             os.kill(first, signal.SIGTERM)
-            wait_until(lambda: process_gone(first), 40, "the old master exits")
+            wait_until(lambda: process_gone(first), 60, "the old master exits")
             assert all(process_gone(p) for p in hup_workers)
             wait_until(lambda: pidfile.exists() and int(pidfile.read_text()) == second, 10,
                        "the new master takes over the pid file")
@@ -107,7 +103,8 @@ def test_config_change_hup_and_upgrade_usr2_fail_no_login(tmp_path: Path, db_url
         load.stop.set()
         master.stop_all()
     print(f"\nHUP + USR2 under load: {load.ok} logins ok, {load.failed} failed, {load.status_5xx} answers 5xx")
-    assert load.failed == 0, load.failures[:5]
+    refusals = [line for line in master.log.splitlines() if '"outcome": "refused"' in line]
+    assert load.failed == 0, (load.failures[:5], refusals[:5])
     assert load.status_5xx == 0
     assert load.ok >= 12
     assert "Traceback" not in master.log, master.log[-4000:]
@@ -129,7 +126,7 @@ def test_restart_with_the_socket_held_fails_no_login_and_without_it_does(tmp_pat
             for _ in range(1):  # systemctl restart idp-bridge.service: the socket unit stays
                 old = masters[-1]
                 os.kill(old.proc.pid, signal.SIGTERM)
-                old.proc.wait(timeout=40)
+                old.proc.wait(timeout=60)
                 masters.append(Master(serve_cmd(env, port), held_socket=held))
                 masters[-1].wait_for(r"idp-bridge worker \d+ ready", count=2)
                 progressed(load)
@@ -138,7 +135,7 @@ def test_restart_with_the_socket_held_fails_no_login_and_without_it_does(tmp_pat
 
         # -- negative control: the same restart with nobody holding the socket -------------------------
         os.kill(masters[-1].proc.pid, signal.SIGTERM)
-        masters[-1].proc.wait(timeout=40)
+        masters[-1].proc.wait(timeout=60)
         held.close()  # as without the socket unit: nothing listens until gunicorn binds the port again
         control = LoginLoad(env, base, max_logins=200, timeout=10)
         with control.running(THREADS):

@@ -144,13 +144,13 @@ def test_signature_shape_and_position() -> None:
     assert assertion[0].tag == SAML + "Issuer" and sig.tag == DS + "Signature"
     si = sig.find(DS + "SignedInfo")
     assert si is not None
-    assert si.find(DS + "CanonicalizationMethod").get("Algorithm") == algorithms.C14N_EXCLUSIVE  # type: ignore[union-attr]
-    assert si.find(DS + "SignatureMethod").get("Algorithm") == algorithms.RSA_SHA256  # type: ignore[union-attr]
+    assert si.find(DS + "CanonicalizationMethod").get("Algorithm") == algorithms.C14N_EXCLUSIVE
+    assert si.find(DS + "SignatureMethod").get("Algorithm") == algorithms.RSA_SHA256
     refs = si.findall(DS + "Reference")
     assert len(refs) == 1 and refs[0].get("URI") == "#_a1"
     assert [t.get("Algorithm") for t in refs[0].iter(DS + "Transform")] == [
         algorithms.TRANSFORM_ENVELOPED, algorithms.C14N_EXCLUSIVE]
-    assert refs[0].find(DS + "DigestMethod").get("Algorithm") == algorithms.DIGEST_SHA256  # type: ignore[union-attr]
+    assert refs[0].find(DS + "DigestMethod").get("Algorithm") == algorithms.DIGEST_SHA256
     cert_b64 = sig.findtext(f"{DS}KeyInfo/{DS}X509Data/{DS}X509Certificate")
     assert cert_b64 == cached_key("idp-signing").cert_b64
 
@@ -199,7 +199,7 @@ def test_directly_written_assertion_signature_is_what_lxml_exc_c14n_gives() -> N
     (inclusive,) = list(transform)
     assert inclusive.get("PrefixList") == "xs xsi"
     unsigned = copy.deepcopy(assertion)
-    unsigned.remove(unsigned.find(DS + "Signature"))  # type: ignore[arg-type]
+    unsigned.remove(unsigned.find(DS + "Signature"))
     canonical = etree.tostring(unsigned, method="c14n", exclusive=True, inclusive_ns_prefixes=["xs", "xsi"])
     digest = signature.findtext(f"{DS}SignedInfo/{DS}Reference/{DS}DigestValue") or ""
     assert base64.b64decode(digest) == hashlib.sha256(canonical).digest()
@@ -362,7 +362,7 @@ def test_wrapping_duplicate_id_is_rejected() -> None:
     root = _signed_response()
     original = root[1]
     evil = copy.deepcopy(original)
-    evil.find(f"{SAML}Subject/{SAML}NameID").text = "mallory"  # type: ignore[union-attr]
+    evil.find(f"{SAML}Subject/{SAML}NameID").text = "mallory"
     root.insert(1, evil)
     certs = [cached_key("idp-signing").certificate]
     with pytest.raises(SignatureError) as exc:
@@ -399,7 +399,8 @@ def test_unsigned_element_is_rejected() -> None:
 def _mutated(edit: str, old: bytes, new: bytes) -> bytes:
     xml = etree.tostring(_signed_response())
     assert old in xml, edit
-    return xml.replace(old, new)
+    mutated: bytes = xml.replace(old, new)
+    return mutated
 
 
 @pytest.mark.parametrize(("edit", "old", "new", "code"), [

@@ -41,7 +41,7 @@ RETURN_URL = "https://partner.example.com/orders?from=huawei"
 
 def _signer(name: str) -> PrivateKeySigner:
     key = cached_key(name)
-    return PrivateKeySigner(key.private_key, key.certificate)  # type: ignore[arg-type]
+    return PrivateKeySigner(key.private_key, key.certificate)
 
 
 def _idp_metadata(*names: str) -> bytes:
@@ -117,7 +117,9 @@ def last_report(client: FlaskClient) -> dict[str, object]:
 
 
 def failed(report: dict[str, object]) -> set[str]:
-    return {c["name"] for c in report["checks"] if not c["ok"]}  # type: ignore[attr-defined, index]
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    return {c["name"] for c in checks if not c["ok"]}
 
 
 # --------------------------------------------------------------------------- metadata and login

@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,7 +110,7 @@ def test_unspecified_nameid_policy_is_the_honest_flow(app: Flask, env: Env) -> N
 
 
 ISSUER = f">{SP_ENTITY_ID}</saml2:Issuer>".encode()
-REFUSED = {
+REFUSED: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "issuer_with_comment": (lambda x: x.replace(ISSUER, f">{SP_ENTITY_ID}<!---->.evil</saml2:Issuer>".encode()),
                             "issuer_malformed"),
     "issuer_padded": (lambda x: x.replace(ISSUER, f"> {SP_ENTITY_ID}</saml2:Issuer>".encode()), "unknown_issuer"),
@@ -175,6 +175,7 @@ def test_the_pending_login_age_is_configurable(env: Env) -> None:
         login(client)
         form = extract_form(client.get("/saml/continue").get_data(as_text=True))
         assert b'InResponseTo="_cfg-1"' in base64.b64decode(form["SAMLResponse"])
+    assert env.config.path is not None
     text = env.config.path.read_text() + "\n[saml]\npending_login_max_age_seconds = 120\n"
     env.config.path.write_text(text)
     assert load_config(env.config.path, environ={}).saml.pending_login_max_age_seconds == 120

@@ -17,6 +17,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import inspect, select, text
 
 from idp_bridge.errors import ConfigError, StoreUnavailableError, UnknownUserError, UserExistsError
@@ -125,7 +126,7 @@ def test_configured_postgresql_is_really_used(store: Store) -> None:
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT current_setting('server_version_num')::int")).scalar_one() > 0
         assert "replay_ids" in inspect(conn).get_table_names()
-    assert store.engine.pool._pre_ping  # type: ignore[attr-defined]
+    assert store.engine.pool._pre_ping
 
 
 def test_unreachable_postgresql_raises_a_clear_error() -> None:
@@ -438,7 +439,7 @@ def test_purge_expired(store: Store) -> None:
     with store.engine.begin() as conn:
         for key, delivered in (("a", NOW - timedelta(days=8)), ("b", NOW - timedelta(days=1)), ("c", None)):
             conn.execute(
-                OutboxRow.__table__.insert().values(
+                sa_insert(OutboxRow).values(
                     topic="bind",
                     dedupe_key=key,
                     payload={},

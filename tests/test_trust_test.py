@@ -149,15 +149,33 @@ def test_cli_fails_with_the_stale_metadata_reason(tmp_path: Path) -> None:
     assert "NOT OK" in result.stdout
 
 
-@pytest.mark.parametrize("with_config", [True, False], ids=["with the bridge's config", "without config"])
-def test_cli_unknown_sp_is_named_plainly(tmp_path: Path, with_config: bool) -> None:
+def test_cli_unknown_sp_in_the_local_config_is_an_operator_mistake(tmp_path: Path) -> None:
+    """With the bridge's config readable, `--sp nosuch` is refused before any request: exit 2 (docs/cli.md)."""
     setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
                                      platform_port=free_port()))
     user = DEMO_USERS[0]
-    config = str(setup.config.path) if with_config else str(tmp_path / "nonexistent.toml")
     try:
-        result = CliRunner().invoke(main, ["--config", config, "trust-test", "--url", setup.bridge_url, "--sp",
-                                           "nosuch", "--user", user.user_id, "--password", user.password])
+        result = CliRunner().invoke(main, ["--config", str(setup.config.path), "trust-test", "--url",
+                                           setup.bridge_url, "--sp", "nosuch", "--user", user.user_id,
+                                           "--password", user.password])
+    finally:
+        setup.shutdown()
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: --sp 'nosuch' is not in your config {setup.config.path} (configured: huawei-sim); pass one of "
+        "those, or `idp-bridge sp add` it first [sp_unknown]"], result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_unknown_sp_without_config_is_named_plainly_by_the_bridge(tmp_path: Path) -> None:
+    """Without a local config the run goes ahead; the bridge's refusal makes the verdict NOT OK: exit 1."""
+    setup = start_demo(prepare_demo(tmp_path / "demo", port=free_port(), simulator_port=free_port(),
+                                     platform_port=free_port()))
+    user = DEMO_USERS[0]
+    try:
+        result = CliRunner().invoke(main, ["--config", str(tmp_path / "nonexistent.toml"), "trust-test", "--url",
+                                           setup.bridge_url, "--sp", "nosuch", "--user", user.user_id,
+                                           "--password", user.password])
     finally:
         setup.shutdown()
     assert result.exit_code == 1, result.output
@@ -176,12 +194,15 @@ def test_cli_builtin_run_passes_with_a_clean_stderr() -> None:
     assert result.stderr == ""
 
 
-def test_cli_builtin_unknown_sp_is_named_plainly_with_a_clean_stderr() -> None:
+def test_cli_builtin_unknown_sp_is_an_operator_mistake_in_one_line() -> None:
+    """Without --url only the built-in SP exists: another --sp is refused before anything starts (exit 2)."""
     result = subprocess.run(idp_bridge_cmd("trust-test", "--sp", "nosuch"), capture_output=True, text=True,
                             timeout=120, check=False)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "SP 'nosuch' is unknown to the bridge" in result.stdout and "[sp_unknown]" in result.stdout
-    assert result.stderr == ""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: --sp 'nosuch': without --url the built-in run starts its own bridge, whose only SP is "
+        "'huawei-sim'; to test your SP, run your bridge and pass --url https://… --sp nosuch [sp_unknown]"]
 
 
 def test_other_servers_in_the_process_still_log_requests_after_a_builtin_run(

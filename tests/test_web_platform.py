@@ -105,7 +105,7 @@ def test_go_refuses_bad_tokens_with_reason_and_no_session(app: Flask, env: Env, 
         "audience": lambda: mint(env, aud="https://someone-else.example/saml/metadata"),
         "wrong_key": lambda: mint(env, key="z" * 40),
         "alg_none": lambda: jwt.encode({"sub": "cust-1001", "aud": env.config.entity_id, "iat": int(now.timestamp()),
-                                        "exp": int(now.timestamp()) + 60, "jti": "n1"}, None, algorithm="none"),
+                                        "exp": int(now.timestamp()) + 60, "jti": "n1"}, "", algorithm="none"),
         # an ES256 token offered to a bridge whose public key is pinned to RS256
         "es_for_rs": lambda: mint(env, key=make_key("es", curve=True).private_key, alg="ES256"),
         # the classic confusion: HS256 keyed with the platform's PUBLIC key (which an attacker can read)
@@ -175,7 +175,8 @@ def test_signed_notification_is_stored_and_lands_on_platform(app: Flask, env: En
     resp = app.test_client().post("/huawei/bind", data=bind_form("cust-1001"))
     assert resp.status_code == 303 and resp.headers["Location"] == SHOP + "/huawei/bound?result=bound"
     b = store_of(app).bindings.get("cust-1001")
-    assert b is not None and b.bound and b.domain_id == "dom-cust-1001" and b.payload["domainName"] == "hw_cust-1001"
+    assert b is not None and b.bound and b.domain_id == "dom-cust-1001" and b.payload is not None \
+        and b.payload["domainName"] == "hw_cust-1001"
     event = store_of(app).audit.recent(1)[0]
     assert (event.event, event.outcome, event.customer, event.sp) == ("binding", "ok", "cust-1001", "huawei-cn")
     assert event.detail and event.detail["signed_octets"] == "bindRequest"

@@ -8,11 +8,12 @@ import datetime as dt
 import logging
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -163,7 +164,8 @@ def _with_sigalg(env: Env, xml: bytes, sig_alg: str) -> str:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    sig = env.huawei_key.private_key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA1())  # type: ignore[union-attr,call-arg]
+    assert isinstance(env.huawei_key.private_key, rsa.RSAPrivateKey)
+    sig = env.huawei_key.private_key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA1())
     return signed + "&Signature=" + quote(base64.b64encode(sig).decode(), safe="")
 
 
@@ -180,7 +182,7 @@ def _doctype_request(env: Env) -> bytes:
     return ((head + "?>" if head else "") + doctype + body).encode()
 
 
-REJECTIONS = {
+REJECTIONS: dict[str, tuple[Callable[[Env], str], str]] = {
     "unsigned": (lambda env: env.redirect_query(env.authn_request(), signed=False), "signature_missing"),
     "bad_signature": (lambda env: _tamper_signature(env.redirect_query(env.authn_request())), "signature_invalid"),
     "sha1_sigalg": (lambda env: _with_sigalg(env, env.authn_request(), RSA_SHA1), "sigalg_refused"),

@@ -115,7 +115,7 @@ def webhooks_run(ctx: click.Context, once: bool, interval: float) -> None:
 
     bridge = _bridge(ctx)
     p = bridge.config.platform
-    settings = settings_from_config(p.webhook_url, p.webhook_secret)
+    settings = settings_from_config(p.webhook_url, p.webhook_secret, timeout=p.webhook_timeout_seconds)
     if settings is None:
         raise click.ClickException("platform.webhook_url and IDP_BRIDGE_WEBHOOK_SECRET are not both set")
     while True:

@@ -216,6 +216,8 @@ class PlatformSettings:
     webhook_secret: str | None = setting(None, env="IDP_BRIDGE_WEBHOOK_SECRET", secret=True)
     #: Run the webhook delivery loop inside every web process (``idp-bridge webhooks run`` otherwise).
     webhook_in_process: bool = setting(True)
+    #: Seconds a webhook POST may take in all (connect, send, answer); a claim's lease is twice it plus 10 s.
+    webhook_timeout_seconds: int = setting(10, minimum=1, maximum=120)
 
 
 @dataclass(frozen=True)

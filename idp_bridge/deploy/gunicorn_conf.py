@@ -12,11 +12,18 @@ Rule: every choice below is one docs/deployment.md explains; change them togethe
   webhook loops) start in the worker, never in the master before ``fork``.
 - ``graceful_timeout``: how long a stopping worker finishes its in-flight requests (HUP, USR2, TERM).
 - Bound to 127.0.0.1: the reverse proxy is the only client.
+- Metrics: every worker writes its counters to ``$PROMETHEUS_MULTIPROC_DIR`` (a new folder per master unless
+  set; an upgraded master inherits its parent's), and ``/metrics`` adds them up. It is set here, in the
+  master, before any worker imports prometheus_client; dead workers are marked in ``child_exit``.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="idp-bridge-metrics-")
 
 wsgi_app = "idp_bridge.web:create_app()"
 bind = [os.environ.get("IDP_BRIDGE_BIND", "127.0.0.1:8000")]
@@ -38,6 +45,13 @@ forwarded_allow_ips = "127.0.0.1,::1"
 # nginx logs every request; gunicorn logs its own events (workers, signals, errors) to stderr.
 accesslog = None
 errorlog = "-"
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: its live gauges go too (its counters stay in the sum)."""
+    from idp_bridge.ops.metrics import worker_exited
+
+    worker_exited(int(getattr(worker, "pid", 0)))
 
 
 def post_worker_init(worker: object) -> None:

@@ -81,6 +81,8 @@ def run_with_builtin_simulator(*, sp: str | None = None, workdir: Path | None = 
             return run_against(setup.bridge_url, user=user.user_id, password=user.password, sp=sp,
                                bridge=IdentityProvider(setup.config, store))
         finally:
-            setup.shutdown()  # servers and their loops first: a late webhook delivery is muted too
-            audit_log.removeFilter(mute)
+            loops = setup.loops()
+            setup.shutdown()  # loops first, then servers: an in-flight webhook delivery ends while muted
+            if all(loop.stop(timeout=0) for loop in loops):  # a loop still running keeps its lines muted
+                audit_log.removeFilter(mute)
             store.dispose()

@@ -63,15 +63,21 @@ class DemoSetup:
     platform: DemoPlatform | None = None
 
     def shutdown(self) -> None:
-        """Stop the servers, then the apps' background loops (webhook delivery, purging)."""
+        """Stop the apps' background loops (webhook delivery, purging), then the servers.
+
+        Loops first: a webhook delivery in flight still reaches the demo platform and ends (logging its audit
+        line now, not later from a POST to a server that no longer answers and only times out)."""
+        for loop in self.loops():
+            loop.stop(timeout=15)  # longer than a webhook POST's own timeout
         for server in self.servers:
             server.shutdown()
         for thread in self.threads:
             thread.join(timeout=5)
-        for server in self.servers:
-            for loop in getattr(server.app, "extensions", {}).values():
-                if isinstance(loop, Periodic):
-                    loop.stop()
+
+    def loops(self) -> list[Periodic]:
+        """The apps' background loops."""
+        return [loop for server in self.servers for loop in getattr(server.app, "extensions", {}).values()
+                if isinstance(loop, Periodic)]
 
 
 def write_demo_config(workdir: Path, *, port: int, simulator_port: int, database_url: str | None = None,

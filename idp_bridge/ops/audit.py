@@ -3,6 +3,10 @@
 Each event is written as one JSON log line on the ``idp_bridge.audit`` logger, always, and stored in
 the database. Callers pass only what is safe to keep: never a password, token or raw SAML message.
 
+While the database is away an event is written to the local spool (ops/spool.py) instead, with the
+unique id it would have had, and stored from there once the database is back: none is lost, none
+is stored twice.
+
 Refusals are what anonymous traffic can cause at will, so the database takes at most
 ``REFUSALS_PER_MINUTE`` of them per (event, reason) and minute in each process; the rest are only
 logged, and once the minute is over one summary row says how many were left out (``detail.suppressed``),
@@ -15,15 +19,34 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sqlite3
 import threading
+import uuid
 import weakref
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from idp_bridge.ops.metrics import count_event
-from idp_bridge.store import Store
+from idp_bridge.ops.spool import AuditSpool
+from idp_bridge.store import Store, StoreUnavailableError
 from idp_bridge.store.audit import scrub_detail
 
 log = logging.getLogger("idp_bridge.audit")
+
+_spool: AuditSpool | None = None
+
+
+def configure_spool(directory: Path | None) -> AuditSpool | None:
+    """Where this process spools events during a database outage (None: nowhere, they are only logged)."""
+    global _spool
+    _spool = AuditSpool(directory) if directory is not None else None
+    return _spool
+
+
+def current_spool() -> AuditSpool | None:
+    return _spool
 
 REFUSALS_PER_MINUTE = 60
 
@@ -73,21 +96,43 @@ def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | N
         line["detail"] = detail
     log.info(json.dumps(line, ensure_ascii=False, default=str))
     count_event(event, outcome, reason_code, sp)
-    if store is not None:
-        try:
-            if outcome != "ok":
-                stored, carried, since = refusal_budget(store).admit(event, reason_code, now)
-                if carried:
-                    store.audit.record(event=event, outcome=outcome, reason_code=reason_code, now=now,
-                                       detail={"suppressed": carried, "minute": since.isoformat() if since else None,
-                                               "note": "refusals of this kind beyond the per-minute budget; "
-                                                       "each one is in the log"})
-                if not stored:
-                    return
-            store.audit.record(event=event, outcome=outcome, reason_code=reason_code,
-                               correlation_id=correlation_id, sp=sp, customer=customer, detail=detail, now=now)
-        except Exception:  # an audit write must never turn a refusal into a 500
-            log.exception("could not store audit event %s/%s", event, outcome)
+    if store is None:
+        return
+    try:
+        if outcome != "ok":
+            stored, carried, since = refusal_budget(store).admit(event, reason_code, now)
+            if carried:
+                _store(store, {"event": event, "outcome": outcome, "reason_code": reason_code,
+                               "detail": {"suppressed": carried, "minute": since.isoformat() if since else None,
+                                          "note": "refusals of this kind beyond the per-minute budget; "
+                                                  "each one is in the log"}}, now)
+            if not stored:
+                return
+        _store(store, {"event": event, "outcome": outcome, "reason_code": reason_code,
+                       "correlation_id": correlation_id, "sp": sp, "customer": customer, "detail": detail}, now)
+    except Exception:  # an audit write must never turn a refusal into a 500
+        log.exception("could not store audit event %s/%s", event, outcome)
+
+
+def _store(store: Store, record: dict[str, Any], now: dt.datetime) -> None:
+    """Into the database, or (database away) into the spool, under an id that makes it count once."""
+    record = {**record, "event_uid": uuid.uuid4().hex}
+    try:
+        store.audit.record(**record, now=now)
+    except (StoreUnavailableError, DBAPIError, sqlite3.Error) as exc:
+        _spool_event({**record, "at": now.isoformat()}, exc)
+
+
+def _spool_event(record: dict[str, Any], exc: BaseException) -> None:
+    spool = _spool
+    if spool is None:
+        log.error(json.dumps({"event": "audit_not_stored", "event_uid": record["event_uid"], "error": str(exc)}))
+        return
+    try:
+        spool.append(record)
+    except (OSError, ValueError) as spool_exc:  # the log line above is all that is left of it
+        log.error(json.dumps({"event": "audit_not_stored", "event_uid": record["event_uid"],
+                              "error": str(exc), "spool_error": str(spool_exc)}))
 
 
 class JsonFormatter(logging.Formatter):

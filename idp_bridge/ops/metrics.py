@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -93,13 +91,6 @@ def render(state: Collector | None = None) -> tuple[bytes, str]:
 
 
 # -- gunicorn (called from the shipped gunicorn config) -----------------------------------------------
-def prepare_multiprocess_dir(path: Path) -> None:
-    """A fresh, owner-only folder for this server's counters, set before any worker imports the app."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700, parents=True)
-    os.environ[MULTIPROC_ENV] = str(path)
-
-
 def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters stay counted)."""
     if os.environ.get(MULTIPROC_ENV):

@@ -44,7 +44,10 @@ class Periodic:
         """The loop's thread (for log filters), once started."""
         return self._thread.ident if self._thread is not None else None
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the loop to end and wait up to ``timeout`` seconds; True once its thread has ended."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True

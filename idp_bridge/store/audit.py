@@ -7,11 +7,14 @@ like secrets are replaced by a marker, and long strings are cut, before anything
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import AuditEventRow
@@ -26,7 +29,7 @@ _SECRET_KEY_RE = re.compile(
     r"pass(word|wd|phrase)?|secret|token|cookie|authorization|private|saml(request|response)|assertion|otp|pin",
     re.IGNORECASE,
 )
-_COLUMN_LIMITS = {"event": 32, "reason_code": 64, "correlation_id": 128, "sp": 1024, "customer": 256}
+_COLUMN_LIMITS = {"event_uid": 64, "event": 32, "reason_code": 64, "correlation_id": 128, "sp": 1024, "customer": 256}
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,36 @@ def _scrub(value: Any, depth: int) -> Any:
     return text if len(text) <= MAX_DETAIL_STRING else text[:MAX_DETAIL_STRING] + "…"
 
 
-_INSERT = insert(AuditEventRow)  # built once; the values travel as parameters (a row per login)
+def _values(*, event: str, outcome: str, reason_code: str | None = None, correlation_id: str | None = None,
+            sp: str | None = None, customer: str | None = None, detail: dict[str, Any] | None = None,
+            at: datetime | str, event_uid: str | None = None) -> dict[str, Any]:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
+    if not event:
+        raise ValueError("audit event name must not be empty")
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    values: dict[str, Any] = {
+        "at": require_aware(at),
+        "event": event,
+        "outcome": outcome,
+        "reason_code": reason_code,
+        "correlation_id": correlation_id,
+        "sp": sp,
+        "customer": customer,
+        "detail": scrub_detail(detail) if detail is not None else None,
+        "event_uid": event_uid,
+    }
+    for column, limit in _COLUMN_LIMITS.items():
+        if values[column] is not None:
+            values[column] = str(values[column])[:limit]
+    return values
+
+
+# Built once; the values travel as parameters (a row per login). With an event_uid, a second copy is ignored.
+_INSERT = insert(AuditEventRow)
+_INSERT_ONCE = {name: dialect.insert(AuditEventRow).on_conflict_do_nothing(index_elements=["event_uid"])
+                for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
 
 class AuditRepository:
@@ -86,26 +118,32 @@ class AuditRepository:
         customer: str | None = None,
         detail: dict[str, Any] | None = None,
         now: datetime,
-    ) -> None:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
-        if not event:
-            raise ValueError("audit event name must not be empty")
-        values: dict[str, Any] = {
-            "at": require_aware(now),
-            "event": event,
-            "outcome": outcome,
-            "reason_code": reason_code,
-            "correlation_id": correlation_id,
-            "sp": sp,
-            "customer": customer,
-            "detail": scrub_detail(detail) if detail is not None else None,
-        }
-        for column, limit in _COLUMN_LIMITS.items():
-            if values[column] is not None:
-                values[column] = str(values[column])[:limit]
+        event_uid: str | None = None,
+    ) -> bool:
+        """Store one event; with ``event_uid`` a second copy of the same event is ignored (False)."""
+        values = _values(event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id,
+                         sp=sp, customer=customer, detail=detail, at=now, event_uid=event_uid)
         with self._db.write() as conn:
-            conn.execute(_INSERT, values)
+            return self._insert(conn, [values]) == 1
+
+    def restore(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Store events written down while the database was away (keys as ``record`` takes them, ``now``
+        as ``at``, each with its ``event_uid``), in one transaction; those already stored are skipped.
+        Returns how many were new."""
+        rows = [_values(**e) for e in events]
+        if any(r["event_uid"] is None for r in rows):
+            raise ValueError("a restored audit event needs its event_uid")
+        with self._db.write() as conn:
+            return self._insert(conn, rows)
+
+    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        if all(r["event_uid"] is None for r in rows):
+            conn.execute(_INSERT, rows)
+            return len(rows)
+        once = _INSERT_ONCE[self._db.dialect]
+        return sum(conn.execute(once, row).rowcount for row in rows)
 
     def recent(self, limit: int = 50, *, correlation_id: str | None = None, since: datetime | None = None,
                outcome: str | None = None, event: str | None = None) -> list[AuditEvent]:

@@ -1,4 +1,5 @@
-"""Which partner customers are bound to a Huawei account. Each change also queues a webhook, atomically."""
+"""Which partner customers are bound to a Huawei account. Each change also queues a webhook, atomically,
+numbered per customer (``seq`` 1, 2, 3, ...) so the platform can tell a later change from an earlier one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert, or_, select
+from sqlalchemy import Insert, Table, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -98,11 +99,19 @@ def upsert_binding(conn: Connection, *, dialect: str, x_user_id: str, bound: boo
 
 def queue_webhook(conn: Connection, *, x_user_id: str, bound: bool, domain_id: str | None, domain_name: str | None,
                   bind_action: str | None, source: str, now: datetime) -> str:
-    """Queue the ``binding.changed`` webhook in the caller's transaction; return its idempotency key."""
+    """Queue the ``binding.changed`` webhook in the caller's transaction; return its idempotency key.
+
+    Called right after the customer's binding row was written in the same transaction, so that row is
+    locked until commit and the customer's webhooks are numbered one after another (``seq`` 1, 2, 3, ...).
+    """
+    t = BindingTable
+    seq = conn.execute(update(t).where(t.c.x_user_id == x_user_id)
+                       .values(webhook_seq=t.c.webhook_seq + 1).returning(t.c.webhook_seq)).scalar_one()
     key = f"binding:{x_user_id}:{uuid.uuid4().hex}"
     conn.execute(insert(OutboxRow).values(
         topic=WEBHOOK_TOPIC, dedupe_key=key, created_at=now, attempts=0, next_attempt_at=now,
-        payload={"event": WEBHOOK_TOPIC, "id": key, "xUserId": x_user_id, "bound": bound,
+        customer=x_user_id, seq=seq,
+        payload={"event": WEBHOOK_TOPIC, "id": key, "seq": seq, "xUserId": x_user_id, "bound": bound,
                  "domainId": domain_id, "domainName": domain_name, "bindAction": bind_action,
                  "source": source, "at": now.isoformat()}))
     return key

@@ -1,5 +1,12 @@
 """Transactions on the store's engine, with driver failures turned into typed errors.
 
+Rule: any database fault (unreachable server, read-only or full files, a lock held past the busy
+timeout) leaves here as ``StoreUnavailableError`` (HTTP 503), and the connection it happened on is
+thrown away rather than returned to the pool: a SQLite connection opened while the files were
+read-only stays read-only for its whole life, and a PostgreSQL connection cut by a restart is dead.
+The next transaction opens a fresh connection, so the bridge recovers as soon as the cause is gone.
+Integrity errors (a duplicate key) are not faults: they pass through for the caller to judge.
+
 ``transaction()`` opens one write transaction that every repository call made inside the block
 joins (their ``read()``/``write()`` reuse its connection), so a request can commit several writes
 (replay claim, audit row, session) at once; an exception in the block rolls all of them back.
@@ -7,13 +14,14 @@ joins (their ``read()``/``write()`` reuse its connection), so a request can comm
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from idp_bridge.errors import StoreUnavailableError
 from idp_bridge.store.engine import WRITE_OPTION, safe_url
@@ -43,7 +51,7 @@ class Database:
         if ambient is not None:
             yield ambient
             return
-        with self._translated(), self.engine.connect() as conn, conn.begin():
+        with self._transaction(write=False) as conn:
             yield conn
 
     @contextmanager
@@ -67,10 +75,8 @@ class Database:
         if ambient is not None:
             yield ambient
             return
-        with self._translated(), self.engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        with self._transaction(write=True) as conn:
+            yield conn
 
     @contextmanager
     def migration(self) -> Iterator[Connection]:
@@ -85,12 +91,24 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     @contextmanager
-    def _translated(self) -> Iterator[None]:
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
-            yield
-        except OperationalError as exc:
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                try:
+                    with conn.begin():
+                        yield conn
+                except (DBAPIError, sqlite3.Error) as exc:
+                    if not isinstance(exc, IntegrityError) and not conn.invalidated:
+                        conn.invalidate(exc)  # never hand this connection out again
+                    raise
+        except IntegrityError:
+            raise
+        except (DBAPIError, sqlite3.Error) as exc:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
             raise StoreUnavailableError(
-                f"database {self.describe()} unavailable: {_first_line(exc.orig) or exc}"
+                f"database {self.describe()} unavailable: {_first_line(orig) or exc}"
             ) from exc
 
 

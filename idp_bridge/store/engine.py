@@ -6,6 +6,10 @@ waits for the lock instead of failing, and explicit ``BEGIN IMMEDIATE`` for writ
 transactions so a transaction never reads a snapshot and then fails to upgrade to a
 writer (SQLITE_BUSY_SNAPSHOT, which the busy handler cannot retry).
 
+Faults (read-only files, a full disk, a lock held too long) are errors, never crashes: the
+database file is not memory-mapped (``mmap_size = 0``), and store/db.py discards a connection
+that failed so the next one starts fresh.
+
 Engines must not cross ``fork()``: a web server that preloads the app calls
 ``Store.dispose()`` in each worker after forking.
 """
@@ -116,6 +120,9 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Connection
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # Never map the database file: a page of a mapped file that cannot be written back (the file
+        # made read-only, truncated or its disk full) kills the process with SIGBUS instead of an error.
+        cursor.execute("PRAGMA mmap_size = 0")
         cursor.execute("PRAGMA foreign_keys = ON")
         mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is not None and str(mode[0]).lower() not in ("wal", "memory"):

@@ -1,9 +1,15 @@
 """The durable webhook outbox: claim due messages with a lease, mark them delivered or retry later.
 
 A message is claimed by one compare-and-set ``UPDATE ... WHERE id = :id AND delivered_at IS NULL
-AND next_attempt_at <= now`` that pushes ``next_attempt_at`` one lease ahead: of several workers
-or nodes, exactly one gets rowcount 1. If that worker dies mid-delivery the lease runs out and
-another retries with the same idempotency key, so the receiver can still show each change once.
+AND next_attempt_at <= now AND <no earlier undelivered message of the same customer>`` that pushes
+``next_attempt_at`` one lease ahead: of several workers or nodes, exactly one gets rowcount 1. If
+that worker dies mid-delivery the lease runs out and another retries with the same idempotency key,
+so the receiver can still show each change once.
+
+Order: a customer's messages go out one at a time in the order they were queued (``id``; the
+per-customer ``seq`` numbers them): the next is claimable only once the one before it is delivered,
+so a later change never reaches the platform before an earlier one, whatever fails or retries.
+Different customers do not wait for each other.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, and_, exists, func, select, update
 
 from idp_bridge.store.db import Database
 from idp_bridge.store.tables import OutboxRow
@@ -33,11 +39,21 @@ class OutboxMessage:
     next_attempt_at: datetime
     delivered_at: datetime | None
     last_error: str | None
+    customer: str | None = None
+    seq: int | None = None
 
 
 def _message(row: Any) -> OutboxMessage:
     return OutboxMessage(row.id, row.topic, row.dedupe_key, row.payload, row.created_at, row.attempts,
-                         row.next_attempt_at, row.delivered_at, row.last_error)
+                         row.next_attempt_at, row.delivered_at, row.last_error, row.customer, row.seq)
+
+
+def _claimable(t: Table, now: datetime) -> Any:
+    """Due, undelivered, and first in its customer's line."""
+    earlier = OutboxTable.alias("earlier")
+    blocked = exists().where(earlier.c.customer == t.c.customer, earlier.c.delivered_at.is_(None),
+                             earlier.c.id < t.c.id)
+    return and_(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now, ~blocked)
 
 
 class OutboxRepository:
@@ -46,22 +62,30 @@ class OutboxRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def claim_due(self, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
+    def claim_next(self, *, now: datetime, lease: timedelta) -> OutboxMessage | None:
+        """Claim the oldest claimable message for ``lease`` (the caller must finish with it before then)."""
         now = require_aware(now)
         t = OutboxTable
         with self._db.read() as conn:
-            ids = [r.id for r in conn.execute(
-                select(t.c.id).where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now).order_by(t.c.id)
-                .limit(limit))]
-        claimed: list[OutboxMessage] = []
+            ids = [r.id for r in conn.execute(select(t.c.id).where(_claimable(t, now)).order_by(t.c.id).limit(20))]
         for message_id in ids:
             with self._db.write() as conn:
                 row = conn.execute(
-                    update(t).where(t.c.id == message_id, t.c.delivered_at.is_(None), t.c.next_attempt_at <= now)
+                    update(t).where(t.c.id == message_id, _claimable(t, now))
                     .values(next_attempt_at=now + lease, attempts=t.c.attempts + 1)
                     .returning(*t.c)).first()
             if row is not None:
-                claimed.append(_message(row))
+                return _message(row)
+        return None
+
+    def claim_due(self, *, now: datetime, lease: timedelta, limit: int = 20) -> list[OutboxMessage]:
+        """Claim up to ``limit`` messages at once (at most one per customer: each is first in its line)."""
+        claimed: list[OutboxMessage] = []
+        while len(claimed) < limit:
+            message = self.claim_next(now=now, lease=lease)
+            if message is None:
+                break
+            claimed.append(message)
         return claimed
 
     def mark_delivered(self, message_id: int, *, now: datetime) -> bool:

@@ -77,6 +77,7 @@ class SessionRow(Base):
 
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
+    __table_args__ = (Index("uq_audit_events_event_uid", "event_uid", unique=True),)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
@@ -87,6 +88,8 @@ class AuditEventRow(Base):
     sp: Mapped[str | None] = mapped_column(String(1024))
     customer: Mapped[str | None] = mapped_column(String(256))
     detail: Mapped[dict[str, Any] | None]
+    #: Unique per event (set by the audit writer), so an event spooled during an outage is stored once.
+    event_uid: Mapped[str | None] = mapped_column(String(64))
 
 
 class BindingRow(Base):
@@ -101,6 +104,8 @@ class BindingRow(Base):
     payload: Mapped[dict[str, Any] | None]
     bound: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]
+    #: Sequence number of the last webhook queued for this customer (1, 2, 3, ...).
+    webhook_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class BindingJumpRow(Base):
@@ -133,6 +138,7 @@ class OutboxRow(Base):
     __table_args__ = (
         UniqueConstraint("dedupe_key"),
         Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
+        Index("ix_outbox_customer", "customer", "delivered_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
@@ -144,6 +150,9 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Messages of one customer are delivered one after another, in id order (``seq`` says which change).
+    customer: Mapped[str | None] = mapped_column(String(128))
+    seq: Mapped[int | None] = mapped_column(Integer)
 
 
 class MetadataFetchRow(Base):

@@ -1,7 +1,8 @@
 """The thin Flask layer: ``create_app`` builds the app from a config file or a ``Config``.
 
-Production: ``gunicorn -w 4 -b 0.0.0.0:8000 'idp_bridge.web:create_app()'`` (config from
-``$IDP_BRIDGE_CONFIG`` or ``./idp-bridge.toml``).
+Production: ``idp-bridge serve`` (gunicorn with idp_bridge/deploy/gunicorn_conf.py, which names
+``idp_bridge.web:create_app()``) behind nginx; config from ``$IDP_BRIDGE_CONFIG`` or ``./idp-bridge.toml``.
+See docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from idp_bridge.config import Config, load_config
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.keys.rotation import Rotation
 from idp_bridge.ops.audit import configure_logging
-from idp_bridge.ops.housekeeping import purge_loop
+from idp_bridge.ops.housekeeping import purge_loop, spool_dir, spool_loop
 from idp_bridge.store import Store
 from idp_bridge.web import (
     account,
@@ -66,6 +67,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     _load_plugins(app)
     _start_webhook_loop(app, bridge)
     app.extensions["idp_bridge_purge"] = purge_loop(bridge.store, retention=cfg.retention).start()
+    app.extensions["idp_bridge_spool"] = spool_loop(bridge.store, spool_dir(cfg)).start()
     return app
 
 
@@ -74,7 +76,7 @@ def _start_webhook_loop(app: Flask, bridge: IdentityProvider) -> None:
     from idp_bridge.partner.webhooks import delivery_loop, settings_from_config
 
     p = bridge.config.platform
-    settings = settings_from_config(p.webhook_url, p.webhook_secret)
+    settings = settings_from_config(p.webhook_url, p.webhook_secret, timeout=p.webhook_timeout_seconds)
     if settings is not None and p.webhook_in_process:
         app.extensions["idp_bridge_webhooks"] = delivery_loop(bridge.store, settings).start()
 

@@ -64,6 +64,7 @@ def rotate_session(session: Any) -> None:
 def persist_session() -> None:
     """Write the current session now (inside the caller's transaction, if one is open)."""
     interface = current_app.session_interface
+    interface = getattr(interface, "inner", interface)  # web/errors.py wraps it (database faults -> 503)
     assert isinstance(interface, StoreSessionInterface)
     s = session._get_current_object()  # type: ignore[attr-defined]
     assert isinstance(s, StoreSession)

@@ -79,7 +79,7 @@ def _base64(max_length: int) -> Rule:
 #: (Huawei's pass-through return parameters, SAML and Huawei messages that may grow optional fields, the
 #: operator console's filters).
 STRICT = frozenset({"account.home", "account.login", "account.logout", "saml.sso_continue", "saml.metadata",
-                    "health.healthz", "jump.go", "handoff.handoff"})
+                    "health.healthz"})
 FIELDS: dict[str, dict[str, Rule]] = {
     "account.home": {}, "saml.sso_continue": {}, "health.healthz": {},
     "saml.metadata": {"sp": SP},
