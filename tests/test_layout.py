@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "idp_bridge"
 MAX_LINES = 450
 # Being split this round (issue 9); the lists only shrink — never add to them.
-OVERSIZE_FOR_NOW = {"idp_bridge/diagnostics/check.py", "idp_bridge/saml/response_checks.py"}
-LOOPS_FOR_NOW = {"idp_bridge.idp -> idp_bridge.keys -> idp_bridge.idp", "idp_bridge.keys -> idp_bridge.idp -> idp_bridge.keys"}
+OVERSIZE_FOR_NOW: set[str] = set()
+LOOPS_FOR_NOW: set[str] = set()
 
 
 def _module(path: Path) -> str:

@@ -17,14 +17,14 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from idp_bridge.config import ServiceProviderConfig
+from idp_bridge.config import Config, ServiceProviderConfig
 from idp_bridge.errors import ANY_ERROR, KeyRingError, SigningKeyError
-from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.keys.files import (
     check_certificate_key,
     check_not_expired,
@@ -33,11 +33,13 @@ from idp_bridge.keys.files import (
     scan_key_dir,
     write_pair,
 )
+from idp_bridge.keys.provider import KeyRingProvider
 from idp_bridge.keys.ring import PUBLISHED_STATES
 from idp_bridge.ops.audit import audit
 from idp_bridge.saml.algorithms import ECDSA_SHA256
 from idp_bridge.saml.certificates import load_certificate_pem
 from idp_bridge.saml.signing import PrivateKeySigner
+from idp_bridge.store import Store
 from idp_bridge.store.keyring import KeyStateRecord, MetadataFetch
 
 PARTNER_CENTER = "Partner Center (Support > Open APIs > Configure)"
@@ -121,8 +123,28 @@ class ActivationCheck:
         return not self.blockers
 
 
+class _ServiceProviders(Protocol):
+    def get(self, name: str) -> Any: ...  # a loaded SP: ``.metadata`` is its parsed SAML metadata
+
+
+class RotationHost(Protocol):
+    """What rotation needs of the identity provider (``idp.IdentityProvider`` is one). Declared here, so the
+    keys package does not import the package that uses it (arrows point down)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def keys(self) -> KeyRingProvider: ...
+    @property
+    def sps(self) -> _ServiceProviders: ...
+
+    def export_metadata(self) -> tuple[bool, Any]: ...
+
+
 class Rotation:
-    def __init__(self, bridge: IdentityProvider) -> None:
+    def __init__(self, bridge: RotationHost) -> None:
         self.bridge = bridge
         self.config = bridge.config
         self.store = bridge.store
