@@ -117,10 +117,6 @@ class ActivationCheck:
     def missing_sps(self) -> list[str]:
         return [sp for sp, ev in self.evidence.items() if not ev]
 
-    @property
-    def ready(self) -> bool:
-        return not self.blockers
-
 
 class Rotation:
     def __init__(self, bridge: IdentityProvider) -> None:
