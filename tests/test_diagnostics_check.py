@@ -175,6 +175,13 @@ def break_world_readable_key(env: Env, ctx: Ctx) -> dict[str, str] | None:
     return None
 
 
+def break_truncated_active_key(env: Env, ctx: Ctx) -> dict[str, str] | None:
+    """The running bridge verified the key (and kept its copy); then the file was cut short."""
+    key_path = only_key(env)[0]
+    key_path.write_bytes(key_path.read_bytes()[:300])
+    return None
+
+
 def break_http_base_url(env: Env, ctx: Ctx) -> dict[str, str] | None:
     edit_config(env, lambda raw: raw["bridge"].__setitem__("base_url", "http://sso.partner.example"))
     return None
@@ -338,6 +345,8 @@ CASES: list[tuple[str, Callable[..., dict[str, str] | None], str, str, str, str]
      "restart the stale node", "differs"),
     ("expired certificate", break_expired_certificate, "keys", "{kid} expiry", "idp-bridge keys new", "valid until"),
     ("world-readable key", break_world_readable_key, "keys", "{kid} permissions", "chmod 600", "0644"),
+    ("active key file truncated", break_truncated_active_key, "keys", "active key file loads", "last verified copy",
+     "cannot be read as PEM"),
     ("http base URL", break_http_base_url, "config", "base URL is https", "https://", "http://sso.partner.example"),
     ("SP metadata without signing certificate", break_sp_without_signing_certificate, SP,
      "signing certificate present", "complete metadata", "no KeyDescriptor"),

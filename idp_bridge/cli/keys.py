@@ -11,12 +11,14 @@ import click
 from idp_bridge.cli import _bridge, main
 from idp_bridge.keys.files import ALGORITHMS, DEFAULT_ALGORITHM
 from idp_bridge.keys.ring import KeyEntry
-from idp_bridge.keys.rotation import Rotation
+from idp_bridge.keys.rotation import PARTNER_CENTER, NextStep, Rotation, RotationStatus
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.certificates import load_certificate_pem
 
 #: wide enough for every algorithm name KeyEntry.algorithm gives (``ec-secp256r1`` is the longest)
 ALG_WIDTH = 12
+#: ignored metadata fetches shown per next key in ``keys status``
+SHOWN_IGNORED_FETCHES = 5
 
 
 def _rotation(ctx: click.Context) -> Rotation:
@@ -28,7 +30,60 @@ def _rotation(ctx: click.Context) -> Rotation:
 
 
 def _step(ctx: click.Context) -> None:
-    click.echo(_rotation(ctx).status_lines()[-1])
+    status = _rotation(ctx).status()
+    click.echo("next step: " + next_step_line(status.next_step, status.metadata_file))
+
+
+def next_step_line(step: NextStep, meta: Path) -> str:
+    if step.action == "upload":
+        return (f"export the metadata and upload it in {PARTNER_CENTER}: `idp-bridge metadata export` writes {meta}; "
+                f"then record it with `idp-bridge keys confirm-published {step.key_id} --sp NAME` for each of: "
+                f"{', '.join(step.missing_sps)}")
+    if step.action == "wait":
+        return f"wait: {step.blocker}; then `idp-bridge keys activate {step.key_id}`"
+    if step.action == "activate":
+        return f"`idp-bridge keys activate {step.key_id}` (evidence complete for every SP)"
+    if step.action == "wait_grace" and step.until is not None:
+        return f"wait until {step.until:%Y-%m-%dT%H:%M:%SZ}, then `idp-bridge keys retire {step.key_id}`"
+    if step.action == "retire":
+        return (f"`idp-bridge keys retire {step.key_id}`, then export the metadata and upload it in {PARTNER_CENTER} "
+                f"({meta}) so the old certificate is no longer trusted")
+    return (f"no rotation in progress; to start one: `idp-bridge keys new`, then export the metadata and upload it "
+            f"in {PARTNER_CENTER} ({meta})")
+
+
+def status_lines(status: RotationStatus) -> list[str]:
+    """``keys status``: each key's state, the evidence for every next key, and the next step."""
+    records = status.records
+    lines: list[str] = []
+    if not records:
+        lines.append("no key states recorded (a fresh install: the single key in the key folder is active)")
+    for r in (r for r in records.values() if r.state == "active"):
+        lines.append(f"active:   {r.key_id} (signing since {r.changed_at:%Y-%m-%dT%H:%M:%SZ})")
+    for kid, grace_end in status.grace_ends.items():
+        lines.append(f"retiring: {kid} (still published until its grace ends at {grace_end:%Y-%m-%dT%H:%M:%SZ})")
+    for kid, check in status.checks.items():
+        published = records[kid].published_at
+        lines.append(f"next:     {kid} (published {published:%Y-%m-%dT%H:%M:%SZ})" if published else f"next:     {kid}")
+        for sp, ev in check.evidence.items():
+            if ev:
+                latest = max(ev, key=lambda e: e.at)
+                lines.append(f"  SP {sp}: {latest.kind} {latest.at:%Y-%m-%dT%H:%M:%SZ} ({latest.detail})")
+            else:
+                lines.append(f"  SP {sp}: NO EVIDENCE that it holds metadata with {kid}")
+        for sp in check.unsupported_by:
+            lines.append(f"  SP {sp}: does not advertise ECDSA-SHA256; this ECDSA key cannot sign for it")
+        counted = sum(len([e for e in ev if e.kind == "fetched"]) for ev in check.evidence.values())
+        if counted or check.ignored_fetches:
+            lines.append(f"  fetches of metadata listing {kid}: {counted} counted as evidence, "
+                         f"{len(check.ignored_fetches)} did not")
+        for judged in check.ignored_fetches[:SHOWN_IGNORED_FETCHES]:
+            lines.append(f"    did not count: {judged.fetch.at:%Y-%m-%dT%H:%M:%SZ} {judged.why}")
+        if len(check.ignored_fetches) > SHOWN_IGNORED_FETCHES:
+            lines.append(f"    ... and {len(check.ignored_fetches) - SHOWN_IGNORED_FETCHES} more")
+    lines.append("")
+    lines.append("next step: " + next_step_line(status.next_step, status.metadata_file))
+    return lines
 
 
 @main.group()
@@ -148,6 +203,5 @@ def keys_retire(ctx: click.Context, key_id: str, force: bool, reason: str | None
 @click.pass_context
 def keys_status(ctx: click.Context) -> None:
     """Where the rotation stands and the concrete next step."""
-    rot = _rotation(ctx)
-    for line in rot.status_lines():
+    for line in status_lines(_rotation(ctx).status()):
         click.echo(line)

@@ -139,6 +139,11 @@ class PairCache:
             raise pair
         return pair, True
 
+    def retain(self, key_paths: set[Path]) -> None:
+        """Forget pairs whose files are gone."""
+        for path in set(self._pairs) - key_paths:
+            del self._pairs[path]
+
 
 def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphrase: str | None = None,
               hsm: Sequence[Signer] = (), hsm_failures: Mapping[str, KeyRingError] | None = None,
@@ -234,6 +239,7 @@ def load_ring(key_dir: Path, *, states: Mapping[str, str] | None = None, passphr
             refuse(kid, str(missing[0] if missing else key_dir / f"{kid}.key"), state, KeyRingError(
                 f"the active key {kid} has no {' and no '.join(repr(str(p)) for p in missing) or 'key file'}",
                 code="key_missing"))
+    cache.retain({key_path for key_path, _ in pairs})
     if not entries and not problems:
         raise KeyRingError(f"no usable signing key in {str(key_dir)!r} (states: "
                         f"{', '.join(f'{k}={v}' for k, v in sorted(states.items())) or 'none recorded'}); "

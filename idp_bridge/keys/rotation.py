@@ -42,7 +42,6 @@ from idp_bridge.store.keyring import KeyStateRecord, MetadataFetch
 
 PARTNER_CENTER = "Partner Center (Support > Open APIs > Configure)"
 MAX_PUBLISHED_KEYS = 3  # next + active + retiring
-SHOWN_IGNORED_FETCHES = 5
 
 
 def utcnow() -> dt.datetime:
@@ -356,62 +355,50 @@ class Rotation:
         self._after_change()
 
     # -- status -------------------------------------------------------------------------------
-    def status_lines(self, *, now: dt.datetime | None = None) -> list[str]:
+    def status(self, *, now: dt.datetime | None = None) -> RotationStatus:
+        """Where the rotation stands (the CLI prints it: ``idp-bridge keys status``)."""
         now = now or utcnow()
         records = self.records()
-        meta = self.config.metadata_file
-        lines: list[str] = []
-        if not records:
-            lines.append("no key states recorded (a fresh install: the single key in the key folder is active)")
-        active = [r for r in records.values() if r.state == "active"]
-        for r in active:
-            lines.append(f"active:   {r.key_id} (signing since {r.changed_at:%Y-%m-%dT%H:%M:%SZ})")
-        for r in (r for r in records.values() if r.state == "retiring"):
-            grace_end = r.changed_at + dt.timedelta(seconds=self.config.keys.retiring_grace_seconds)
-            lines.append(f"retiring: {r.key_id} (still published until its grace ends at "
-                         f"{grace_end:%Y-%m-%dT%H:%M:%SZ})")
-        nexts = [r for r in records.values() if r.state == "next"]
-        for r in nexts:
-            lines.append(f"next:     {r.key_id} (published {r.published_at:%Y-%m-%dT%H:%M:%SZ})")
-            check = self.activation_check(r.key_id, now=now)
-            for sp, ev in check.evidence.items():
-                if ev:
-                    latest = max(ev, key=lambda e: e.at)
-                    lines.append(f"  SP {sp}: {latest.kind} {latest.at:%Y-%m-%dT%H:%M:%SZ} ({latest.detail})")
-                else:
-                    lines.append(f"  SP {sp}: NO EVIDENCE that it holds metadata with {r.key_id}")
-            for sp in check.unsupported_by:
-                lines.append(f"  SP {sp}: does not advertise ECDSA-SHA256; this ECDSA key cannot sign for it")
-            counted = sum(len([e for e in ev if e.kind == "fetched"]) for ev in check.evidence.values())
-            if counted or check.ignored_fetches:
-                lines.append(f"  fetches of metadata listing {r.key_id}: {counted} counted as evidence, "
-                             f"{len(check.ignored_fetches)} did not")
-            for judged in check.ignored_fetches[:SHOWN_IGNORED_FETCHES]:
-                lines.append(f"    did not count: {judged.fetch.at:%Y-%m-%dT%H:%M:%SZ} {judged.why}")
-            if len(check.ignored_fetches) > SHOWN_IGNORED_FETCHES:
-                lines.append(f"    ... and {len(check.ignored_fetches) - SHOWN_IGNORED_FETCHES} more")
-        lines.append("")
-        lines.append("next step: " + self._next_step(nexts, records, meta, now))
-        return lines
+        grace = dt.timedelta(seconds=self.config.keys.retiring_grace_seconds)
+        checks = {r.key_id: self.activation_check(r.key_id, now=now) for r in records.values() if r.state == "next"}
+        grace_ends = {r.key_id: r.changed_at + grace for r in records.values() if r.state == "retiring"}
+        return RotationStatus(records, checks, grace_ends, self.config.metadata_file,
+                              _next_step(checks, grace_ends, now))
 
-    def _next_step(self, nexts: list[KeyStateRecord], records: dict[str, KeyStateRecord], meta: Path,
-                   now: dt.datetime) -> str:
-        for r in nexts:
-            check = self.activation_check(r.key_id, now=now)
-            if check.missing_sps:
-                sps = ", ".join(check.missing_sps)
-                return (f"export the metadata and upload it in {PARTNER_CENTER}: `idp-bridge metadata export` "
-                        f"writes {meta}; then record it with `idp-bridge keys confirm-published {r.key_id} "
-                        f"--sp NAME` for each of: {sps}")
-            if check.blockers:
-                return f"wait: {check.blockers[0]}; then `idp-bridge keys activate {r.key_id}`"
-            return f"`idp-bridge keys activate {r.key_id}` (evidence complete for every SP)"
-        retiring = [r for r in records.values() if r.state == "retiring"]
-        for r in retiring:
-            grace_end = r.changed_at + dt.timedelta(seconds=self.config.keys.retiring_grace_seconds)
-            if now < grace_end:
-                return f"wait until {grace_end:%Y-%m-%dT%H:%M:%SZ}, then `idp-bridge keys retire {r.key_id}`"
-            return (f"`idp-bridge keys retire {r.key_id}`, then export the metadata and upload it in "
-                    f"{PARTNER_CENTER} ({meta}) so the old certificate is no longer trusted")
-        return ("no rotation in progress; to start one: `idp-bridge keys new`, then export the metadata and "
-                f"upload it in {PARTNER_CENTER} ({meta})")
+
+@dataclass(frozen=True)
+class NextStep:
+    """What the operator does next. ``action``: ``upload`` (metadata to the ``missing_sps``), ``wait``
+    (``blocker`` says for what), ``activate``, ``wait_grace`` (``until``), ``retire``, or ``start`` (no
+    rotation in progress)."""
+
+    action: str
+    key_id: str | None = None
+    missing_sps: tuple[str, ...] = ()
+    blocker: str | None = None
+    until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RotationStatus:
+    records: dict[str, KeyStateRecord]
+    #: every next key's activation check
+    checks: dict[str, ActivationCheck]
+    #: every retiring key's end of grace
+    grace_ends: dict[str, dt.datetime]
+    metadata_file: Path
+    next_step: NextStep
+
+
+def _next_step(checks: dict[str, ActivationCheck], grace_ends: dict[str, dt.datetime], now: dt.datetime) -> NextStep:
+    for kid, check in checks.items():
+        if check.missing_sps:
+            return NextStep("upload", kid, missing_sps=tuple(check.missing_sps))
+        if check.blockers:
+            return NextStep("wait", kid, blocker=check.blockers[0])
+        return NextStep("activate", kid)
+    for kid, grace_end in grace_ends.items():
+        if now < grace_end:
+            return NextStep("wait_grace", kid, until=grace_end)
+        return NextStep("retire", kid)
+    return NextStep("start")
