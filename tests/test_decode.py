@@ -66,6 +66,8 @@ def test_huawei_doc_sample_against_a_configured_huawei_sp(env: Env) -> None:
     # the sample is a bare value: the query signature is not there, and our SSO URL is not its Destination;
     # the verdict is the live path's: its first failed rule
     assert "✗ signature: no SigAlg/Signature in the input" in out
+    # the hint is about the capture, not about a rotated key
+    assert "decode the whole URL the browser requested" in out and "refresh the SP metadata (key" not in out
     assert "✗ destination" in out and env.config.sso_url in out
     assert "✗ verdict: refused [signature_missing]" in out
     assert code == 1

@@ -260,6 +260,9 @@ def test_go_redirects_logged_in_customer_to_huawei_login(app: Flask) -> None:
     "https://evil.example/", "http://console.huaweicloud.com/", "https://console.huaweicloud.com.evil.example/",
     "https://user@evil.example@console.huaweicloud.com/", "javascript:alert(1)", "//evil.example/",
     "https://console.huaweicloud.com\\@evil.example/",
+    # another port on a console host is another service; a port that is not a number is not a URL at all
+    "https://console.huaweicloud.com:444/", "https://console.huaweicloud.com:8443/x", "https://console.huaweicloud.com:abc/",
+    "https://console.huaweicloud.com:99999/", "https://console.huaweicloud.com:/", "https://[::1]:443/",
 ])
 def test_go_refuses_service_off_the_allowlist(app: Flask, service: str, caplog: pytest.LogCaptureFixture) -> None:
     client = app.test_client()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import signal
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -176,6 +177,10 @@ idp-bridge demo is running (Ctrl-C to stop).
   Huawei IAM simulator:   {setup.simulator_url}/  (SP metadata {setup.simulator_url}/authui/saml/metadata.xml)
   Scratch folder:         {setup.workdir}{"  (removed when you stop; --dir DIR keeps one)" if scratch else ""}
 """, flush=True)
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # kill, systemd or docker stop clean up like Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

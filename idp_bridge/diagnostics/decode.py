@@ -261,6 +261,9 @@ _REQUEST_FIXES = {
     "name_id_policy": "we issue transient NameIDs qualified by the SP's entity ID; the SP asks for another kind "
                       "(the bridge answers it with a signed InvalidNameIDPolicy Response)",
 }
+#: A request without its query signature is a capture problem, not a key problem.
+_MISSING_SIGNATURE_FIX = ("decode the whole URL the browser requested (SAMLRequest with its SigAlg and Signature), "
+                          "not the SAMLRequest value alone")
 _NEEDS_CONFIG = ("issuer", "signature", "destination", "acs", "name_id_policy")
 
 
@@ -311,7 +314,8 @@ def _authn_request(xml: bytes, msg: object, cap: Captured, fields: dict[str, str
             if c.name == "signature" and c.code == "signature_missing":
                 detail = "no SigAlg/Signature in the input" + ("" if cap.raw_query else
                                                                " (a bare value cannot carry the query signature)")
-            report.add(g, c.name, c.ok, detail, _REQUEST_FIXES[c.name], expected=c.expected, actual=c.actual)
+            fix = _MISSING_SIGNATURE_FIX if c.code == "signature_missing" else _REQUEST_FIXES[c.name]
+            report.add(g, c.name, c.ok, detail, fix, expected=c.expected, actual=c.actual)
     report.skip(g, "ID not seen before", "decode never consumes the ID; the bridge accepts each ID once")
     refusal: str | None = None
     if bridge is None:

@@ -26,6 +26,11 @@ def check_service_url(service: str, allowed_hosts: Sequence[str]) -> str:
     if parts.scheme != "https" or not host or parts.username or parts.password or "@" in parts.netloc:
         raise RequestError(f"service URL {service!r} must be an absolute https URL with no user info; "
                            f"allowed hosts: {', '.join(allowed_hosts)}", code="service_not_allowed")
+    # The console is https on its default port: any other port (or a malformed one) names another service.
+    if parts.netloc.lower() not in (host, host + ":443"):
+        raise RequestError(f"service URL {service!r} names port {parts.netloc.rpartition(':')[2]!r}; "
+                           f"the console hosts ({', '.join(allowed_hosts)}) are served on 443 only",
+                           code="service_not_allowed")
     if host not in {h.lower() for h in allowed_hosts}:
         raise RequestError(f"service URL host {host!r} is not among this SP's console hosts "
                            f"({', '.join(allowed_hosts)})", code="service_not_allowed")

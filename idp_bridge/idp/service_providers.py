@@ -92,6 +92,7 @@ class ServiceProviderRegistry:
         self._by_name: dict[str, ServiceProviderConfig] = {sp.name: sp for sp in config.service_providers}
         self._by_entity_id: dict[str, str] = {}  # entity ID -> SP name, from the metadata loaded so far
         self._scanned_at: float | None = None
+        self._scan_lock = threading.Lock()  # one scan at a time; the others wait for its index
 
     def _stale(self, sp: ServiceProviderConfig) -> bool:
         current = self._loaded.get(sp.name)
@@ -146,24 +147,34 @@ class ServiceProviderRegistry:
     def all(self) -> list[LoadedServiceProvider]:
         return [self.get(sp.name) for sp in self._config.service_providers]
 
-    def by_entity_id(self, entity_id: str) -> LoadedServiceProvider:
+    def _indexed(self, entity_id: str) -> LoadedServiceProvider | None:
         name = self._by_entity_id.get(entity_id)
         if name is not None:
             loaded = self.get(name)  # re-reads this SP's metadata if its file changed
             if loaded.metadata.entity_id == entity_id:
                 return loaded
-        now = time.monotonic()
-        if self._scanned_at is None or now - self._scanned_at >= self._rescan:
-            self._scanned_at = now
-            for sp in self._config.service_providers:
-                try:
-                    loaded = self.get(sp.name)
-                except MetadataError as exc:  # one SP's broken metadata must not refuse every other SP
-                    log.warning("SP %s: metadata cannot be loaded: %s", sp.name, exc)
-                    continue
-                if loaded.metadata.entity_id == entity_id:
-                    self._by_entity_id[entity_id] = sp.name
-                    return loaded
+        return None
+
+    def by_entity_id(self, entity_id: str) -> LoadedServiceProvider:
+        found = self._indexed(entity_id)
+        if found is not None:
+            return found
+        with self._scan_lock:
+            found = self._indexed(entity_id)  # a scan that finished while we waited may have indexed it
+            if found is not None:
+                return found
+            if self._scanned_at is None or time.monotonic() - self._scanned_at >= self._rescan:
+                for sp in self._config.service_providers:  # index every SP: later lookups are one dict read
+                    try:
+                        loaded = self.get(sp.name)
+                    except MetadataError as exc:  # one SP's broken metadata must not refuse every other SP
+                        log.warning("SP %s: metadata cannot be loaded: %s", sp.name, exc)
+                        continue
+                    self._by_entity_id[loaded.metadata.entity_id] = sp.name
+                self._scanned_at = time.monotonic()  # set when the index is complete, not before
+                found = self._indexed(entity_id)
+                if found is not None:
+                    return found
         known = sorted(self._by_entity_id)
         shown = ", ".join(known[:SHOWN_ENTITY_IDS]) + (f" and {len(known) - SHOWN_ENTITY_IDS} more"
                                                         if len(known) > SHOWN_ENTITY_IDS else "")
