@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from idp_bridge.cli import main
+from idp_bridge.cli import EXIT_OK, EXIT_VERDICT, main
 
 
 @main.command()
@@ -19,4 +19,4 @@ def check(ctx: click.Context, as_json: bool) -> None:
     obj: dict[str, Any] = ctx.ensure_object(dict)
     report = check_deployment(obj.get("config_path"))
     click.echo(report.to_json() if as_json else report.render())
-    ctx.exit(0 if report.ok else 1)
+    ctx.exit(EXIT_OK if report.ok else EXIT_VERDICT)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from idp_bridge.cli import main
+from idp_bridge.cli import EXIT_OK, EXIT_VERDICT, main
 from idp_bridge.errors import ANY_ERROR
 
 
@@ -77,4 +77,4 @@ def decode(ctx: click.Context, value: str, sp_name: str | None, request_id: str 
                                      param_hint="VALUE") from None
         raise
     click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else result.render())
-    ctx.exit(0 if result.report.ok else 1)
+    ctx.exit(EXIT_OK if result.report.ok else EXIT_VERDICT)

@@ -41,7 +41,7 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
 
     With --url, the bridge's --config (when readable here) explains refusals from its audit trail.
     """
-    from idp_bridge.cli import fail
+    from idp_bridge.cli import EXIT_OK, EXIT_VERDICT, fail
 
     if base_url is None:
         from idp_bridge.devtools.builtin_trust_test import run_with_builtin_simulator
@@ -70,4 +70,4 @@ def trust_test(ctx: click.Context, sp_name: str | None, base_url: str | None, us
                  code="sp_unknown")
         report = run_against(base_url, user=user, password=password, sp=sp_name, bridge=bridge)
     click.echo(report.to_json() if as_json else report.render())
-    ctx.exit(0 if report.ok else 1)
+    ctx.exit(EXIT_OK if report.ok else EXIT_VERDICT)

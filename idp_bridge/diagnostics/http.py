@@ -64,6 +64,3 @@ class HttpClient:
     def post(self, url: str, form: dict[str, str]) -> HttpResult:
         return self.request("POST", url, form=form)
 
-
-def http_get(url: str, *, timeout: float = 10.0) -> HttpResult:
-    return HttpClient(timeout=timeout).get(url)

@@ -42,7 +42,6 @@ from idp_bridge.keys.verified import VerifiedCopies
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.signing import Signer
 
-STATES = ("next", "active", "retiring", "retired")
 PUBLISHED_STATES = ("next", "active", "retiring")
 
 

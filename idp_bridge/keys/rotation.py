@@ -118,10 +118,6 @@ class ActivationCheck:
     def missing_sps(self) -> list[str]:
         return [sp for sp, ev in self.evidence.items() if not ev]
 
-    @property
-    def ready(self) -> bool:
-        return not self.blockers
-
 
 class _ServiceProviders(Protocol):
     def get(self, name: str) -> Any: ...  # a loaded SP: ``.metadata`` is its parsed SAML metadata

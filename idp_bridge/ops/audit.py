@@ -45,9 +45,6 @@ def configure_spool(directory: Path | None) -> AuditSpool | None:
     return _spool
 
 
-def current_spool() -> AuditSpool | None:
-    return _spool
-
 REFUSALS_PER_MINUTE = 60
 
 

@@ -90,7 +90,6 @@ class HandoffClaims:
     customer: Customer
     jti: str
     issuer: str | None
-    issued_at: dt.datetime
     expires_at: dt.datetime
     algorithm: str
 
@@ -156,7 +155,7 @@ def verify_handoff_token(token: str, *, keys: HandoffKeys, audience: str, now: d
         raise HandoffError(f"hand-off token claim 'bound' is {bound!r}; expected true or false",
                            code="handoff_claims")
     customer = Customer(user_id=sub, email=text["email"], name=text["name"], mobile=text["mobile"], bound=bound)
-    return HandoffClaims(customer, jti, text["iss"], iat, exp, alg)
+    return HandoffClaims(customer, jti, text["iss"], exp, alg)
 
 
 def _time(claims: Mapping[str, Any], name: str) -> dt.datetime:

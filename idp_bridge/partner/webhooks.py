@@ -32,7 +32,6 @@ import json
 import logging
 import socket
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,12 +197,3 @@ def settings_from_config(url: str | None, secret: str | None, *, timeout: float 
     """Settings for the configured endpoint; the lease follows the timeout (twice it, plus a margin)."""
     return WebhookSettings(url, secret, timeout=timeout, lease=min_lease(timeout)) if url and secret else None
 
-
-def wait_idle(store: Store, *, timeout: float = 10.0) -> bool:
-    """Until nothing is pending (for the demo and tests); True if it got there."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if store.outbox.pending_count() == 0:
-            return True
-        time.sleep(0.05)
-    return False

@@ -38,7 +38,6 @@ STATUS_REQUESTER = "urn:oasis:names:tc:SAML:2.0:status:Requester"
 STATUS_RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
 STATUS_AUTHN_FAILED = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
 STATUS_NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
-STATUS_REQUEST_DENIED = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied"
 
 
 class ResponseBuildError(SamlError):

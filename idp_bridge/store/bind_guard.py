@@ -72,10 +72,6 @@ class BindGuardRepository:
                 JumpTable.c.x_user_id == x_user_id, JumpTable.c.expires_at > require_aware(now))).first()
         return row[0] if row is not None else None
 
-    def notice_seen(self, digest: str) -> bool:
-        with self._db.read() as conn:
-            return conn.execute(select(NoticeTable.c.digest).where(NoticeTable.c.digest == digest)).first() is not None
-
     def apply_notice(self, *, digest: str, x_user_id: str, bound: bool, domain_id: str | None,
                      domain_name: str | None, bind_action: str, payload: dict[str, Any] | None, source: str,
                      now: datetime, notify: bool = True) -> NoticeResult:

@@ -40,8 +40,6 @@ class Verdict:
     retry_after: int = 0
     #: Keys this call locked (each lock-out is audited once, when it starts).
     newly_locked: tuple[str, ...] = ()
-    #: Keys refusing this attempt.
-    refused_by: tuple[str, ...] = ()
 
 
 def _check_key(key: str) -> None:
@@ -107,7 +105,7 @@ class ThrottleRepository:
                 # user IDs from a locked address must not add a row each).
                 conn.execute(delete(LoginThrottleRow).where(LoginThrottleRow.key.in_(keys), LoginThrottleRow.attempts == 0,
                                                             LoginThrottleRow.locked_until.is_(None)))
-                return Verdict(False, _seconds(max(refused.values()) - now), tuple(newly), tuple(sorted(refused)))
+                return Verdict(False, _seconds(max(refused.values()) - now), tuple(newly))
             for key, (attempts, start) in counts.items():
                 conn.execute(update(LoginThrottleRow).where(LoginThrottleRow.key == key).values(
                     attempts=attempts, window_start=start, locked_until=None,

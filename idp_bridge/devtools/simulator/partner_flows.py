@@ -15,8 +15,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from idp_bridge.saml.signing import Signer
 
-BIND_ACTION_BIND = 0
-BIND_ACTION_UNBIND = 1
+BIND_ACTION_BIND = 0  # Huawei's bindAction: 0 bind, 1 unbind
 
 
 def build_bind_notification(signer: Signer, *, x_user_id: str, domain_name: str, domain_id: str,
