@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +154,10 @@ def self_signed_certificate(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePri
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create a 0600 file atomically: write beside it, then rename into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_private(path: Path, data: bytes) -> None:
+    """Create a 0600 file atomically: write beside it (a name unique to this process and thread), fsync, then
+    rename into place; a reader sees the old file or the whole new one, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -164,8 +166,7 @@ def _write_private(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def write_pair(key_dir: Path, private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
@@ -176,9 +177,9 @@ def write_pair(key_dir: Path, private_key: rsa.RSAPrivateKey | ec.EllipticCurveP
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption())
     key_path, cert_path = key_dir / f"{kid}.key", key_dir / f"{kid}.crt"
-    _write_private(key_path, private_key.private_bytes(
+    write_private(key_path, private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     os.chmod(cert_path, 0o644)
     return kid, key_path, cert_path
 

@@ -19,28 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 
 from idp_bridge.errors import KeyRingError
-from idp_bridge.keys.files import LoadedPair, key_id_for, load_pair
+from idp_bridge.keys.files import LoadedPair, key_id_for, load_pair, write_private
 
 log = logging.getLogger("idp_bridge.keys")
 
 VERIFIED_DIR = ".verified"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class VerifiedCopies:
@@ -65,8 +51,8 @@ class VerifiedCopies:
                     and cert_path.exists() and cert_path.read_bytes() == pair.cert_pem):
                 self.dir.mkdir(mode=0o700, exist_ok=True)
                 os.chmod(self.dir, 0o700)
-                _write_atomically(cert_path, pair.cert_pem)
-                _write_atomically(key_path, pair.key_pem)
+                write_private(cert_path, pair.cert_pem)
+                write_private(key_path, pair.key_pem)
                 fd = os.open(self.dir, os.O_RDONLY)
                 try:
                     os.fsync(fd)
