@@ -135,3 +135,26 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store.from_url(db_url, password_hasher=FAST_PASSWORD_HASHER)
     yield s
     s.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    """Background loops (webhooks, purge, audit spool) an in-process app started in this test are stopped, and
+    idle pooled database connections are closed: hundreds of apps in one process would otherwise keep polling
+    and exhaust PostgreSQL's connection limit."""
+    import gc
+
+    from sqlalchemy.engine import Engine
+
+    from idp_bridge.ops.periodic import RUNNING
+
+    before = set(RUNNING)
+    yield
+    for loop in set(RUNNING) - before:
+        loop.stop(timeout=2.0)
+    if not os.environ.get("IDP_BRIDGE_TEST_DATABASE_URL"):
+        return  # SQLite: no connection limit to protect
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, Engine) and obj.dialect.name == "postgresql":
+            obj.dispose()

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 
 log = logging.getLogger("idp_bridge.background")
+
+
+#: Every loop started and not yet stopped in this process (a test suite stops the ones a test started).
+RUNNING: weakref.WeakSet[Periodic] = weakref.WeakSet()
 
 
 class Periodic:
@@ -37,6 +42,7 @@ class Periodic:
     def start(self) -> Periodic:
         self._thread = threading.Thread(target=self.run_forever, name=self.name, daemon=True)
         self._thread.start()
+        RUNNING.add(self)
         return self
 
     @property
@@ -47,6 +53,7 @@ class Periodic:
     def stop(self, timeout: float = 5.0) -> bool:
         """Ask the loop to end and wait up to ``timeout`` seconds; True once its thread has ended."""
         self._stop.set()
+        RUNNING.discard(self)
         if self._thread is not None:
             self._thread.join(timeout)
             return not self._thread.is_alive()
