@@ -257,3 +257,30 @@ def test_limits_config(env: Env) -> None:
         raw = read_raw_config(env.config.path)
         raw["limits"] = {}
         write_raw_config(env.config.path, raw)
+
+
+def test_honest_sign_ins_racing_on_one_account_never_fail(store: Store) -> None:
+    """Several browsers signing in to one account at once: each success deletes the account's row while
+    another attempt is counting it. Every attempt must be counted and allowed, none must crash (on
+    PostgreSQL a row deleted between the insert and the locking read once gave a KeyError)."""
+    rule = ThrottleRule(50, dt.timedelta(minutes=15), dt.timedelta(minutes=10))
+    errors: list[BaseException] = []
+    refused: list[int] = []
+
+    def sign_ins() -> None:
+        for _ in range(40):
+            try:
+                verdict = store.throttle.reserve({"login:account:x": rule, "login:address:127.0.0.1": rule},
+                                                 now=dt.datetime.now(dt.UTC))
+                if not verdict.allowed:
+                    refused.append(verdict.retry_after)
+                store.throttle.succeeded(reset=["login:account:x"], refund=["login:address:127.0.0.1"])
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=sign_ins) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and refused == [], (errors[:3], refused[:3])

@@ -48,10 +48,18 @@ def _check_key(key: str) -> None:
 
 
 def _ensure_rows(conn: Connection, dialect: str, keys: Iterable[str], now: datetime) -> None:
+    """Make sure every key has a row, and (PostgreSQL) lock it now.
+
+    ``DO UPDATE`` rather than ``DO NOTHING``: on PostgreSQL an existing row is then locked by this statement,
+    so a concurrent ``succeeded()`` cannot delete it between here and the ``SELECT ... FOR UPDATE`` (which
+    would find no row). SQLite holds the database write lock from the first statement anyway.
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for key in keys:
-        conn.execute(insert(LoginThrottleRow).values(key=key, attempts=0, window_start=now, locked_until=None,
-                                                     expires_at=now).on_conflict_do_nothing())
+        stmt = insert(LoginThrottleRow).values(key=key, attempts=0, window_start=now, locked_until=None,
+                                               expires_at=now)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[LoginThrottleRow.key],
+                                                set_={"key": stmt.excluded.key}))
 
 
 def _seconds(delta: timedelta) -> int:
