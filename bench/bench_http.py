@@ -2,7 +2,8 @@
 
 Run:  .venv/bin/python bench/bench_http.py [--seconds N] [--rounds R] [--quick]   (see bench/README.md)
 
-Every server runs under the README's production command (``gunicorn -w 4 -b ...``), pinned to the
+Every server runs under the README's production command (``gunicorn -c python:idp_bridge.deploy.gunicorn_conf
+-w 4``: gthread workers, keep-alive; ``--server-config sync`` for gunicorn's default workers), pinned to the
 server CPU(s); the load generator is wrk (Debian's ``wrk``) pinned to another CPU, replaying
 pre-generated lines (a fresh signed AuthnRequest each, cookies of many logged-in sessions) through
 ``rotate.lua``, which also checks every response and keeps a sample for python3-saml to judge.
@@ -85,8 +86,11 @@ class Server:
     pg_app_name: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, workers: int, cpus: str) -> None:
-        cmd = ["taskset", "-c", cpus, GUNICORN, "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
+    def start(self, *, workers: int, cpus: str, config: str) -> None:
+        # "prod": the README's production command (the shipped gunicorn config: gthread workers, keep-alive),
+        # for every contender alike; "sync": gunicorn's default sync workers (a new connection per request).
+        conf = ["-c", "python:idp_bridge.deploy.gunicorn_conf"] if config == "prod" else []
+        cmd = ["taskset", "-c", cpus, GUNICORN, *conf, "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
                "--pythonpath", str(BENCH), "--no-control-socket", self.app]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                      cwd=str(self.log.parent))
@@ -162,6 +166,8 @@ class Contender:
     results: list[Result] = field(default_factory=list)
     verdicts: http_judge.Verdicts = field(default_factory=http_judge.Verdicts)
     rate_guess: float = 600.0
+    #: every line may be answered once (signed AuthnRequests): running out of lines spoils the run
+    one_shot: bool = False
 
 
 def run_wrk(c: Contender, args: argparse.Namespace, work: Path, pg: PgBackends | None) -> Result:
@@ -176,7 +182,7 @@ def run_wrk(c: Contender, args: argparse.Namespace, work: Path, pg: PgBackends |
     cmd = ["taskset", "-c", args.client_cpu, "wrk", "-t", str(args.threads), "-c", str(args.connections),
            "-d", f"{max(1, round(args.seconds))}s", "--timeout", "10s", "-s", str(BENCH / "rotate.lua"),
            f"http://127.0.0.1:{c.server.port}", "--", str(lines_file), str(args.threads), c.expect,
-           str(sample_every), str(prefix)]
+           str(sample_every), str(prefix), "close" if args.close else "keep-alive"]
     before = c.server.cpu_ticks(pg)
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     after = c.server.cpu_ticks(pg)
@@ -189,8 +195,9 @@ def run_wrk(c: Contender, args: argparse.Namespace, work: Path, pg: PgBackends |
     res = Result(rps=summary["requests"] / (summary["duration_us"] / 1e6), p50_ms=summary["p50_us"] / 1000,
                  p99_ms=summary["p99_us"] / 1000, web_cpu_ms=(after[0] - before[0]) * 1000 / CLK_TCK / n,
                  db_cpu_ms=(after[1] - before[1]) * 1000 / CLK_TCK / n, requests=summary["requests"],
-                 bad=summary["bad"] + summary["socket_errors"] + (n if summary["wrapped"] else 0),
-                 first_bad=summary["first_bad"] or ("ran out of fresh URLs" if summary["wrapped"] else ""))
+                 bad=summary["bad"] + summary["socket_errors"] + (n if summary["wrapped"] and c.one_shot else 0),
+                 first_bad=summary["first_bad"] or ("ran out of fresh URLs" if summary["wrapped"] and c.one_shot
+                                                    else ""))
     c.rate_guess = max(res.rps, 20.0)
     if c.judge:
         bodies = [b for f in sorted(work.glob(prefix.name + "*")) for b in f.read_text().splitlines() if b]
@@ -303,7 +310,7 @@ def build(args: argparse.Namespace, work: Path) -> tuple[list[Contender], list[S
         cookies = [f"idpb_session=py{i:06d}" for i in range(args.sessions)]
         contenders.append(Contender("pysaml2 IdP (xmlsec1), same key", "http", py, lambda k: http_setup.signed_paths(
             sso_url=sso, issuer=http_setup.sp_entity_id(0), acs_url=http_setup.sp_acs(0), sp_key=sp_key,
-            cookies=cookies, count=k)[0], expect="SAMLResponse", rate_guess=60.0))
+            cookies=cookies, count=k)[0], expect="SAMLResponse", rate_guess=60.0, one_shot=True))
     return contenders, servers, admin
 
 
@@ -329,7 +336,7 @@ def sso_contender(label: str, dep: Deployment, server: Server, sp_key: SpKey) ->
                              sp_entity_id=http_setup.sp_entity_id(sp), request_ids=issued, verdicts=v)
         return v
 
-    return Contender(label, "http", server, lines, expect="SAMLResponse", judge=judge)
+    return Contender(label, "http", server, lines, expect="SAMLResponse", judge=judge, one_shot=True)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -343,7 +350,9 @@ def best(c: Contender) -> Result:
 
 def report(contenders: list[Contender], args: argparse.Namespace) -> dict[str, Any]:
     print(f"\n{args.connections} connections, {args.threads} wrk threads on CPU {args.client_cpu}, servers on CPU "
-          f"{args.server_cpus} (gunicorn -w {args.workers}), {args.rounds} x {args.seconds:g} s interleaved; "
+          f"{args.server_cpus} (gunicorn {'shipped config' if args.server_config == 'prod' else 'sync workers'} "
+          f"-w {args.workers}{', Connection: close' if args.close else ', keep-alive'}), "
+          f"{args.rounds} x {args.seconds:g} s interleaved; "
           "req/s: best round; CPU: median ms per request (web + PostgreSQL backends)")
     print(f"{'contender':40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'(web':>6} {'+ db)':>6} "
           f"{'bad':>5} {'judged ok':>10}")
@@ -405,6 +414,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers, as the README (default 4)")
+    parser.add_argument("--server-config", choices=["prod", "sync"], default="prod",
+                        help="prod: the README's production command (shipped gunicorn config, gthread); "
+                             "sync: gunicorn's default sync workers")
+    parser.add_argument("--close", action="store_true",
+                        help="every request on a new connection (Connection: close), as nginx without upstream "
+                             "keep-alive talks to gunicorn")
     parser.add_argument("--dbs", default="sqlite,pg", type=lambda s: s.split(","))
     parser.add_argument("--sps", default="1,100,1000", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--fill", type=int, default=1_000_000, help="filler rows per table (0: skip)")
@@ -436,7 +451,7 @@ def main() -> None:
         print(f"setting up in {work}", flush=True)
         contenders, servers, admin = build(args, work)
         for s in servers:  # one at a time: 4 workers each booting at once on one CPU is slow enough
-            s.start(workers=args.workers, cpus=args.server_cpus)
+            s.start(workers=args.workers, cpus=args.server_cpus, config=args.server_config)
             s.wait_ready("/" if s.name in ("hello", "pysaml2") else "/healthz")
         pg = PgBackends(args.pg_url) if "pg" in args.dbs else None
         chosen = [c for c in contenders if args.only in c.label]

@@ -1,6 +1,9 @@
 -- wrk script for bench_http.py: every request takes the next pre-generated line "PATH<TAB>COOKIE".
 --
---   wrk ... -s bench/rotate.lua URL -- LINES_FILE THREADS EXPECT SAMPLE_EVERY SAMPLE_PREFIX
+--   wrk ... -s bench/rotate.lua URL -- LINES_FILE THREADS EXPECT SAMPLE_EVERY SAMPLE_PREFIX [close]
+--
+-- "close" as the sixth argument sends every request with "Connection: close" (a new connection each,
+-- as nginx talks to its upstream without keep-alive).
 --
 -- Thread k uses lines k, k+THREADS, k+2*THREADS, ... so no two requests share a line (a signed
 -- AuthnRequest is accepted once). Running out of lines wraps around and is counted ("wrapped"): the
@@ -46,6 +49,9 @@ function init(args)
       local headers = {}
       if c and #c > 0 then
         headers["Cookie"] = c
+      end
+      if args[6] == "close" then
+        headers["Connection"] = "close"
       end
       n = n + 1
       lines[n] = wrk.format("GET", p, headers)

@@ -7,6 +7,10 @@ read-only stays read-only for its whole life, and a PostgreSQL connection cut by
 The next transaction opens a fresh connection, so the bridge recovers as soon as the cause is gone.
 Integrity errors (a duplicate key) are not faults: they pass through for the caller to judge.
 
+``read_one()`` is for a read that is a single statement (the session lookup on every request): one
+statement is a consistent snapshot by itself, so it runs without BEGIN/COMMIT (SQLite: autocommit mode;
+PostgreSQL: the connection's AUTOCOMMIT level), saving two statements (two round trips on PostgreSQL).
+
 ``transaction()`` opens one write transaction that every repository call made inside the block
 joins (their ``read()``/``write()`` reuse its connection), so a request can commit several writes
 (replay claim, audit row, session) at once; an exception in the block rolls all of them back.
@@ -24,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from idp_bridge.errors import StoreUnavailableError
-from idp_bridge.store.engine import WRITE_OPTION, safe_url
+from idp_bridge.store.engine import SINGLE_READ_OPTION, WRITE_OPTION, safe_url
 
 # Arbitrary constant key for pg_advisory_xact_lock: serialises schema upgrades across workers.
 PG_MIGRATION_LOCK_KEY = 0x1D_B41D_6E
@@ -52,6 +56,16 @@ class Database:
             yield ambient
             return
         with self._transaction(write=False) as conn:
+            yield conn
+
+    @contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """A connection for ONE read statement, outside any transaction (inside ``transaction()``: that one)."""
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
+        with self._transaction(write=False, single=True) as conn:
             yield conn
 
     @contextmanager
@@ -91,11 +105,16 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+    def _transaction(self, *, write: bool, single: bool = False) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
+                elif single:
+                    if self.dialect == "postgresql":
+                        conn.execution_options(isolation_level="AUTOCOMMIT")
+                    else:
+                        conn.execution_options(**{SINGLE_READ_OPTION: True})
                 try:
                     with conn.begin():
                         yield conn

@@ -32,6 +32,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 5
 # Execution option a write transaction sets so SQLite takes the write lock at BEGIN.
 WRITE_OPTION = "idp_bridge_write"
+# Execution option of a one-statement read (store/db.py ``read_one``): SQLite runs it without BEGIN/COMMIT.
+SINGLE_READ_OPTION = "idp_bridge_single_read"
 
 
 def parse_url(url: str | URL) -> URL:
@@ -136,7 +138,8 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Connection
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    if conn.get_execution_options().get(WRITE_OPTION):
+    options = conn.get_execution_options()
+    if options.get(WRITE_OPTION):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
+    elif not options.get(SINGLE_READ_OPTION):  # one statement is atomic on its own: no BEGIN, no COMMIT
         conn.exec_driver_sql("BEGIN")

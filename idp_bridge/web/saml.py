@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-from flask import Blueprint, g, make_response, render_template, request, session
+from flask import Blueprint, g, make_response, request, session
 from werkzeug.wrappers import Response
 
 from idp_bridge.errors import RequestError
 from idp_bridge.idp.identity_provider import AnsweredRefusal, PendingLogin, PostForm, utcnow
 from idp_bridge.ops.audit import audit
 from idp_bridge.web.auth import bridge, current_customer, require_login_redirect
+from idp_bridge.web.post_form import render_post_form
 from idp_bridge.web.security import correlation_id, csp_nonce
 from idp_bridge.web.sessions import persist_session
 
@@ -104,7 +105,7 @@ def post_form_page(form: PostForm) -> Response:
     """The auto-submitting form to the ACS: no caching, scripts only by nonce, posts only to the ACS origin."""
     acs = urlsplit(form.action)
     g.issued_form = form  # what later steps (the console's exchange log) need, without re-reading the page
-    resp = make_response(render_template("post_form.html", form=form))
+    resp = make_response(render_post_form(form, csp_nonce()))
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
     resp.headers["Content-Security-Policy"] = (

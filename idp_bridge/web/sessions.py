@@ -19,8 +19,8 @@ Rules that keep the database quiet:
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
+import json
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, session
@@ -50,9 +50,15 @@ class StoreSession(CallbackDict[str, Any], SessionMixin):
         self.rotate = False
         self.expires_at = expires_at
         self.from_pre_cookie = from_pre_cookie
-        self.saved: dict[str, Any] = copy.deepcopy(dict(initial or {}))  # what the database/cookie holds
+        self.saved = snapshot(initial or {})  # what the database/cookie holds, as canonical JSON
         self.cookie_changed = False  # the token changed or was cleared: the response must say so
         self.pre_changed = False  # pre-login data changed: the signed cookie must be rewritten
+
+
+def snapshot(data: dict[str, Any]) -> str:
+    """Session data as canonical JSON: compared at the end of a request to see whether anything changed
+    (nested values included), at a fraction of a deep copy's cost."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def rotate_session(session: Any) -> None:
@@ -103,7 +109,9 @@ class StoreSessionInterface(SessionInterface):
     def persist(self, session: StoreSession, *, now: dt.datetime) -> None:
         """Bring the database in line with the session: create, update, slide, delete - or nothing."""
         data = dict(session)
-        if data != session.saved:
+        now_saved = snapshot(data)
+        changed = now_saved != session.saved
+        if changed:
             session.pre_changed = True
         if session.rotate and session.token:
             self.store.sessions.delete(session.token)
@@ -117,7 +125,7 @@ class StoreSessionInterface(SessionInterface):
         elif not data:
             self.store.sessions.delete(session.token)
             session.token, session.cookie_changed = None, True
-        elif data != session.saved or self._due_for_touch(session, now):
+        elif changed or self._due_for_touch(session, now):
             if self.store.sessions.save(session.token, data, user_id=data.get("user_id"), now=now,
                                         ttl=self.lifetime):
                 session.expires_at = now + self.lifetime
@@ -127,7 +135,7 @@ class StoreSessionInterface(SessionInterface):
                     session.token = self.store.sessions.create(data, user_id=data.get("user_id"), now=now,
                                                                ttl=self.lifetime)
                     session.expires_at = now + self.lifetime
-        session.saved = copy.deepcopy(data)
+        session.saved = now_saved
         session.modified = False
 
     def _due_for_touch(self, session: StoreSession, now: dt.datetime) -> bool:
@@ -137,7 +145,8 @@ class StoreSessionInterface(SessionInterface):
         assert isinstance(session, StoreSession)
         now = dt.datetime.now(dt.UTC)
         pre_before = session.from_pre_cookie
-        if session.rotate or dict(session) != session.saved or (session.token and self._due_for_touch(session, now)):
+        if session.rotate or snapshot(dict(session)) != session.saved or (
+                session.token and self._due_for_touch(session, now)):
             self.persist(session, now=now)
         data = dict(session)
         max_age = int(self.lifetime.total_seconds())
