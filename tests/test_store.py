@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy import inspect, select, text
 
 from idp_bridge.errors import ConfigError, StoreUnavailableError, UnknownUserError, UserExistsError
 from idp_bridge.store import Store
+from idp_bridge.store import engine as engine_module
 from idp_bridge.store.engine import parse_url
 from idp_bridge.store.migrate import alembic_config, head_revision
 from idp_bridge.store.tables import OutboxRow, ReplayId, SessionRow, UserRow, metadata
@@ -126,7 +128,30 @@ def test_configured_postgresql_is_really_used(store: Store) -> None:
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT current_setting('server_version_num')::int")).scalar_one() > 0
         assert "replay_ids" in inspect(conn).get_table_names()
-    assert store.engine.pool._pre_ping
+
+
+def test_a_pooled_postgresql_connection_killed_while_idle_is_replaced_before_use(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ping on every checkout (a round trip per transaction), but a connection that idled is pinged: one
+    whose server process died meanwhile (a restart, an idle-session timeout) never reaches a request."""
+    url = configured_database_url()
+    if url is None:
+        pytest.skip("IDP_BRIDGE_TEST_DATABASE_URL is not set: suite runs on SQLite")
+    monkeypatch.setattr(engine_module, "PG_PING_IDLE_S", 0.2)
+    store.engine.dispose()
+    with store.engine.connect() as conn:  # the pool's only connection from now on
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    killer = Store.from_url(store.engine.url.render_as_string(hide_password=False))
+    try:
+        with killer.engine.begin() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    finally:
+        killer.dispose()
+    time.sleep(0.4)
+    with store.transaction() as conn:  # the dead connection was pinged, found dead and replaced: no error
+        conn.execute(text("SELECT 1"))
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
 
 
 def test_unreachable_postgresql_raises_a_clear_error() -> None:

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from idp_bridge.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 5
+#: A pooled PostgreSQL connection unused for this long is pinged before it is handed out.
+PG_PING_IDLE_S = 1.0
 # Execution option a write transaction sets so SQLite takes the write lock at BEGIN.
 WRITE_OPTION = "idp_bridge_write"
 # Execution option of a one-statement read (store/db.py ``read_one``): SQLite runs it without BEGIN/COMMIT.
@@ -73,7 +76,35 @@ def create_store_engine(url: str | URL, **kwargs: Any) -> Engine:
 
 def _postgresql_engine(url: URL, **kwargs: Any) -> Engine:
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat unused for ``PG_PING_IDLE_S``.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip (and backend CPU) on each transaction, two per
+    SSO. A connection used a moment ago is almost surely alive; one that idled may belong to a server that
+    restarted meanwhile, so it is pinged, and a dead one is replaced before the request sees it. If the
+    server restarts between two requests less than ``PG_PING_IDLE_S`` apart, that next request fails with
+    a 503 and SQLAlchemy invalidates the whole pool on the disconnect it sees: the following ones reconnect.
+    """
+
+    def on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PG_PING_IDLE_S:
+            return  # just opened, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure means: use another connection
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+
+    event.listen(engine, "checkin", on_checkin)
+    event.listen(engine, "checkout", on_checkout)
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
