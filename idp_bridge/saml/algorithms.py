@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -64,9 +65,17 @@ def signature_algorithm(uri: str | None, *, accepted: Sequence[str] | None = Non
     return SIGNATURE_ALGORITHMS[uri]
 
 
+# Certificates are immutable and hashable; the same few (each SP's signing certificates) are used on every
+# request, so their fingerprint and parsed public key are computed once each.
+@lru_cache(maxsize=1024)
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint as colon-separated upper-case hex (what operators compare)."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+@lru_cache(maxsize=1024)
+def _public_key(cert: x509.Certificate) -> object:
+    return cert.public_key()
 
 
 def verify_detached(signature: bytes, data: bytes, algorithm: SignatureAlgorithm,
@@ -79,7 +88,7 @@ def verify_detached(signature: bytes, data: bytes, algorithm: SignatureAlgorithm
         raise SignatureError("no signing certificate is configured for this peer",
                              code="signature_no_certificate")
     for cert in certificates:
-        key = cert.public_key()
+        key = _public_key(cert)
         try:
             if algorithm.kind == "rsa" and isinstance(key, rsa.RSAPublicKey):
                 key.verify(signature, data, padding.PKCS1v15(), algorithm.hash())
