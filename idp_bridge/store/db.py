@@ -7,7 +7,7 @@ read-only stays read-only for its whole life, and a PostgreSQL connection cut by
 The next transaction opens a fresh connection, so the bridge recovers as soon as the cause is gone.
 Integrity errors (a duplicate key) are not faults: they pass through for the caller to judge.
 
-``read_one()`` is for a read that is a single statement (the session lookup on every request): one
+``read(one_statement=True)`` is for a read that is a single statement (the session lookup on every request): one
 statement is a consistent snapshot by itself, so it runs without BEGIN/COMMIT (SQLite: autocommit mode;
 PostgreSQL: the connection's AUTOCOMMIT level), saving two statements (two round trips on PostgreSQL).
 
@@ -50,22 +50,14 @@ class Database:
         return held[1] if held is not None and held[0] is self else None
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, *, one_statement: bool = False) -> Iterator[Connection]:
+        """A read transaction (inside ``transaction()``: that one). ``one_statement``: the block runs ONE
+        statement, so no BEGIN/COMMIT is needed around it."""
         ambient = self._ambient()
         if ambient is not None:
             yield ambient
             return
-        with self._transaction(write=False) as conn:
-            yield conn
-
-    @contextmanager
-    def read_one(self) -> Iterator[Connection]:
-        """A connection for ONE read statement, outside any transaction (inside ``transaction()``: that one)."""
-        ambient = self._ambient()
-        if ambient is not None:
-            yield ambient
-            return
-        with self._transaction(write=False, single=True) as conn:
+        with self._transaction(write=False, single=one_statement) as conn:
             yield conn
 
     @contextmanager

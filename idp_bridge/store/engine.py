@@ -35,7 +35,7 @@ PG_CONNECT_TIMEOUT_S = 5
 PG_PING_IDLE_S = 1.0
 # Execution option a write transaction sets so SQLite takes the write lock at BEGIN.
 WRITE_OPTION = "idp_bridge_write"
-# Execution option of a one-statement read (store/db.py ``read_one``): SQLite runs it without BEGIN/COMMIT.
+# Execution option of a one-statement read (store/db.py ``read(one_statement=True)``): SQLite runs it without BEGIN/COMMIT.
 SINGLE_READ_OPTION = "idp_bridge_single_read"
 
 

@@ -77,7 +77,7 @@ class SessionRepository:
         if row_id is None:
             return None
         now = require_aware(now)
-        with self._db.read_one() as conn:
+        with self._db.read(one_statement=True) as conn:
             row = conn.execute(_LOAD, {"row_id": row_id, "now": now}).first()
         if row is None:
             return None
