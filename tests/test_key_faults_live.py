@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -34,6 +33,7 @@ from idp_bridge.saml.response_checks import IdpMetadata, check_response, parse_i
 from idp_bridge.store import Store
 from tests.conftest import FAST_PASSWORD_HASHER
 from tests.journey import PASSWORD, SP_ACS, SP_ENTITY_ID, Env, decode_response, extract_form, make_env
+from tests.login_load import LoginLoad, page_says, sign_in, wait_for
 from tests.pki import make_key
 from tests.servers import ServerProcess, free_port, gunicorn_cmd
 
@@ -68,6 +68,13 @@ def wait_answering(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.
     raise TimeoutError(url)
 
 
+def healed(base: str) -> bool:
+    """Every worker serves again. Each picks a fixed file up within its own reload_seconds, so the first
+    worker to answer 200 says nothing of the other: ten answers in a row, each on a new connection (spread
+    over the workers), must all be 200."""
+    return all(_status(base + path) == 200 for path in ("/healthz", "/saml/metadata") * 5)
+
+
 def workers_of(master: int) -> set[int]:
     found = set()
     for entry in os.listdir("/proc"):
@@ -81,30 +88,17 @@ def workers_of(master: int) -> set[int]:
     return found
 
 
-def wait_for(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-class Load:
+class Load(LoginLoad):
     """Complete logins from several threads; counts Responses that pass every SP check, failures, and 5xx."""
 
-    def __init__(self, env: Env, base: str, idp: IdpMetadata) -> None:
-        self.env, self.base, self.idp = env, base, idp
-        self.phase = "before"
-        self.ok: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
-        self.five_xx: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
+    fresh_session_every = 5
 
-    def _get(self, http: requests.Session, url: str, **kw: object) -> requests.Response:
-        resp = http.get(url, timeout=TIMEOUT, **kw)  # type: ignore[arg-type]
+    def __init__(self, env: Env, base: str, idp: IdpMetadata) -> None:
+        super().__init__()
+        self.env, self.base, self.idp = env, base, idp
+        self.five_xx: Counter[str] = Counter()
+
+    def _count_5xx(self, resp: requests.Response) -> requests.Response:
         if resp.status_code >= 500:
             with self.lock:
                 self.five_xx[self.phase] += 1
@@ -113,50 +107,23 @@ class Load:
     def one_login(self, http: requests.Session, n: int, worker: int) -> str | None:
         request_id = f"_fault-{worker}-{n}"
         query = self.env.redirect_query(self.env.authn_request(request_id=request_id))
-        page = self._get(http, self.base + "/saml/sso?" + query)
+        page = self._count_5xx(http.get(self.base + "/saml/sso?" + query, timeout=TIMEOUT))
         posted_status = None
         if "/login" in page.url:
-            login = page.text
-            token = re.search(r'name="csrf_token" value="([^"]+)"', login)
-            if not token:
-                return f"no login form (HTTP {page.status_code})"
-            posted = http.post(self.base + "/login", data={"user_id": "cust-1001", "password": PASSWORD,
-                                                           "csrf_token": token.group(1)},
-                               allow_redirects=False, timeout=TIMEOUT)
-            posted_status = posted.status_code
-            if posted.status_code >= 500:
-                with self.lock:
-                    self.five_xx[self.phase] += 1
-            page = self._get(http, self.base + "/saml/continue")
+            posted = sign_in(http, self.base, timeout=TIMEOUT)
+            if isinstance(posted, str):
+                return posted
+            posted_status = self._count_5xx(posted).status_code
+            page = self._count_5xx(http.get(self.base + "/saml/continue", timeout=TIMEOUT))
         if page.status_code != 200:
             return f"HTTP {page.status_code}"
         form = extract_form(page.text)
         if "SAMLResponse" not in form:
-            title = re.search(r"<title>(.*?)</title>", page.text, re.S)
             return (f"no SAMLResponse: HTTP {page.status_code} {page.url}, sign-in POST {posted_status} "
-                    f"({title.group(1).strip() if title else page.text[:200]!r})")
+                    f"({page_says(page.text)})")
         report = check_response(decode_response(form["SAMLResponse"]), idp=self.idp, sp_entity_id=SP_ENTITY_ID,
                                 acs_url=SP_ACS, expected_request_ids=[request_id], now=dt.datetime.now(dt.UTC))
         return None if report.ok else "; ".join(f"{c.name}: {c.actual}" for c in report.failed)[:300]
-
-    def run(self, worker: int) -> None:
-        http = requests.Session()
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            if n % 5 == 0:
-                http = requests.Session()
-            phase = self.phase
-            try:
-                error = self.one_login(http, n, worker)
-            except requests.RequestException as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            with self.lock:
-                if error is None:
-                    self.ok[phase] += 1
-                else:
-                    self.failed[phase] += 1
-                    self.failures.append(f"[{phase}] {error}")
 
 
 def _env(tmp_path: Path, db_url: str, port: int) -> Env:
@@ -238,12 +205,13 @@ def test_a_broken_active_key_file_never_takes_the_node_down(tmp_path: Path, db_u
                 served = sum(load.ok.values())
                 assert wait_for(lambda b=booted: not (workers_of(master) & b), 60), (name, "max_requests recycling")
                 replaced += 2
-                assert sum(load.ok.values()) > served, (name, "no login went through after the recycle")
+                assert wait_for(lambda s=served: sum(load.ok.values()) > s, 30), (
+                    name, "no login went through after the recycle")
                 health = requests.get(base + "/healthz", timeout=TIMEOUT).json()
                 assert health["status"] == "fail" and str(key_path) in health["key_file_error"], (name, health)
                 assert [k["source"] for k in health["keys"]] == ["verified copy"], (name, health)
                 key_path.write_bytes(good)  # the operator restores it
-                assert wait_for(lambda: _status(base + "/healthz") == 200, 30), (name, "did not heal")
+                assert wait_for(lambda: healed(base), 30), (name, "did not heal")
             load.phase = "restored"
             assert wait_for(lambda: load.ok["restored"] + load.failed["restored"] >= 5, 60)
         finally:
@@ -289,7 +257,7 @@ def test_without_a_verified_copy_the_node_stays_up_and_answers_503(tmp_path: Pat
         assert server.proc.poll() is None, "the master shut down"
         assert len(workers_of(master)) == 2
         key_path.write_bytes(good)  # the operator restores the file: no restart needed
-        assert wait_for(lambda: _status(base + "/healthz") == 200, 30), "did not heal"
+        assert wait_for(lambda: healed(base), 30), "did not heal"
         query = env.redirect_query(env.authn_request(request_id="_healed"))
         assert requests.get(base + "/saml/sso?" + query, allow_redirects=False, timeout=TIMEOUT).status_code == 302
         assert requests.get(base + "/saml/metadata", timeout=TIMEOUT).status_code == 200

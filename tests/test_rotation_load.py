@@ -33,6 +33,7 @@ from idp_bridge.saml.response_checks import check_response, parse_idp_metadata
 from idp_bridge.store import Store
 from tests.conftest import FAST_PASSWORD_HASHER
 from tests.journey import PASSWORD, SP_ACS, SP_ENTITY_ID, Env, decode_response, extract_form, make_env
+from tests.login_load import LoginLoad, page_says, sign_in, wait_for
 from tests.servers import ServerProcess, free_port, gunicorn_cmd, idp_bridge_cmd, wait_http
 
 pytestmark = pytest.mark.slow
@@ -65,34 +66,10 @@ class RefreshingSp:
                 self.fetches += 1
 
 
-def page_says(html: str) -> str:
-    """The page's headline and message, for a failure's description."""
-    text = re.sub(r"<(script|style)\b.*?</\1>|<[^>]+>", " ", html, flags=re.S)
-    return " ".join(text.split())[:240]
-
-
-class Load:
+class Load(LoginLoad):
     def __init__(self, env: Env, base: str, sp: RefreshingSp) -> None:
+        super().__init__()
         self.env, self.base, self.sp = env, base, sp
-        self.phase = "before"
-        self.ok: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-
-    def sign_in(self, http: requests.Session) -> str | None:
-        """Sign in with the password; a refusal is returned as a failure, with what the bridge said."""
-        page = http.get(self.base + "/login", timeout=10)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-        if token is None:
-            return f"sign-in form: HTTP {page.status_code} {page.url} {page_says(page.text)}"
-        answer = http.post(self.base + "/login", data={"user_id": "cust-1001", "password": PASSWORD,
-                                                       "csrf_token": token.group(1)}, allow_redirects=False,
-                           timeout=10)
-        if answer.status_code not in (302, 303):
-            return f"sign-in: HTTP {answer.status_code} {page_says(answer.text)}"
-        return None
 
     def one_login(self, http: requests.Session, n: int, worker: int) -> str | None:
         held = self.sp.held  # the metadata the SP holds when the login starts (before the AuthnRequest)
@@ -100,9 +77,11 @@ class Load:
         query = self.env.redirect_query(self.env.authn_request(request_id=request_id))
         page = http.get(self.base + "/saml/sso?" + query, timeout=10)
         if "/login" in page.url:  # a fresh session: sign in, then continue
-            refused = self.sign_in(http)
-            if refused is not None:
-                return refused
+            answer = sign_in(http, self.base, timeout=10)
+            if isinstance(answer, str):
+                return answer
+            if answer.status_code not in (302, 303):
+                return f"sign-in: HTTP {answer.status_code} {page_says(answer.text)}"
             page = http.get(self.base + "/saml/continue", timeout=10)
         if page.status_code != 200:
             return f"HTTP {page.status_code} {page.url} {page_says(page.text)}"
@@ -114,25 +93,6 @@ class Load:
         if not report.ok:
             return "; ".join(f"{c.name}: {c.actual}" for c in report.failed)[:300]
         return None
-
-    def run(self, worker: int) -> None:
-        http = requests.Session()
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            if n % 10 == 0:  # every tenth login starts from a fresh browser session (password sign-in)
-                http = requests.Session()
-            phase = self.phase
-            try:
-                error = self.one_login(http, n, worker)
-            except requests.RequestException as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            with self.lock:
-                if error is None:
-                    self.ok[phase] += 1
-                else:
-                    self.failed[phase] += 1
-                    self.failures.append(f"[{phase}] {error}")
 
 
 def keys_cmd(env: Env, *args: str, ok: bool = True) -> str:
@@ -146,15 +106,6 @@ def new_key(env: Env) -> str:
     found = re.search(r"added key ([0-9a-f]{16})", keys_cmd(env, "new", "--algorithm", "rsa-2048", "--days", "90"))
     assert found
     return found.group(1)
-
-
-def wait_for(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_rotation_under_load_has_no_failed_login_and_the_negative_control_fails(tmp_path: Path,
