@@ -22,7 +22,7 @@ from idp_bridge.store import Store
 from idp_bridge.store.tables import AuditEventRow
 from tests.conftest import FAST_PASSWORD_HASHER
 from tests.journey import PASSWORD, Env, make_env
-from tests.servers import free_port, gunicorn_cmd, wait_http
+from tests.servers import free_port, gunicorn_cmd, stop_group, wait_http
 
 USER = "cust-1001"
 
@@ -105,13 +105,7 @@ class Gunicorn:
                 time.sleep(0.1)
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, timeout=15)
         self._out.close()
         return self.output()
 

@@ -36,6 +36,17 @@ def wait_http(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] 
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def stop_group(proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """TERM a server's whole process group (started with ``start_new_session``); KILL it after ``timeout``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
 class ServerProcess:
     """A server in its own process group. Its output goes to a temporary file, not a pipe: a pipe nobody reads
     fills up (~64 KiB, a few hundred audit lines) and then blocks the server. ``stream=True`` gives a pipe
@@ -56,13 +67,7 @@ class ServerProcess:
         return self._log.read().decode(errors="replace")
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, timeout=10)
         return self.output()
 
     def __enter__(self) -> ServerProcess:

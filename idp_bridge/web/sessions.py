@@ -106,10 +106,11 @@ class StoreSessionInterface(SessionInterface):
                 return StoreSession(data, from_pre_cookie=True)
         return StoreSession()
 
-    def persist(self, session: StoreSession, *, now: dt.datetime) -> None:
-        """Bring the database in line with the session: create, update, slide, delete - or nothing."""
+    def persist(self, session: StoreSession, *, now: dt.datetime, current: str | None = None) -> None:
+        """Bring the database in line with the session: create, update, slide, delete - or nothing.
+        ``current``: ``snapshot(dict(session))`` if the caller has just made it."""
         data = dict(session)
-        now_saved = snapshot(data)
+        now_saved = snapshot(data) if current is None else current
         changed = now_saved != session.saved
         if changed:
             session.pre_changed = True
@@ -145,9 +146,9 @@ class StoreSessionInterface(SessionInterface):
         assert isinstance(session, StoreSession)
         now = dt.datetime.now(dt.UTC)
         pre_before = session.from_pre_cookie
-        if session.rotate or snapshot(dict(session)) != session.saved or (
-                session.token and self._due_for_touch(session, now)):
-            self.persist(session, now=now)
+        current = snapshot(dict(session))
+        if session.rotate or current != session.saved or (session.token and self._due_for_touch(session, now)):
+            self.persist(session, now=now, current=current)
         data = dict(session)
         max_age = int(self.lifetime.total_seconds())
         if session.token:
