@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 
@@ -35,6 +37,26 @@ from idp_bridge.web import (
 from idp_bridge.web.sessions import StoreSessionInterface
 
 
+class BridgeFlask(Flask):
+    """Flask, with ``ensure_sync`` remembering its answer per function.
+
+    Flask calls ``ensure_sync`` for the view and for every before/after/teardown hook on every request, and
+    each call inspects the function's code flags (``iscoroutinefunction``); the answer never changes for a
+    function, so it is looked up once. (Flask documents ``ensure_sync`` as the method to override.)
+    """
+
+    _sync_cache: dict[Callable[..., Any], Callable[..., Any]]
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        cache: dict[Callable[..., Any], Callable[..., Any]] = self.__dict__.setdefault("_sync_cache", {})
+        found = cache.get(func)
+        if found is None:
+            found = super().ensure_sync(func)
+            if len(cache) < 4096:  # views and hooks are a fixed set; a bound method made per call is not kept
+                cache[func] = found
+        return found
+
+
 def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge: IdentityProvider | None = None) -> Flask:
     configure_logging()
     if bridge is None:
@@ -46,7 +68,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, bridge:
     Rotation(bridge).bootstrap()  # a fresh install's single key is recorded as active, for every worker
     bridge.keys.serve()  # load now; a key problem is logged and answered with 503s, never a crash-looping worker
 
-    app = Flask(__name__)
+    app = BridgeFlask(__name__)
     app.config.update(SECRET_KEY=cfg.secret_key, MAX_CONTENT_LENGTH=1024 * 1024,
                       SESSION_COOKIE_SECURE=cfg.base_url.startswith("https://"))
     app.extensions["idp_bridge"] = bridge

@@ -48,6 +48,14 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+_DEFAULT_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"))
+_PAGE_CSP = ("default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src 'self' data:; "
+             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+#: A response that put no nonce in its body has no inline script or style to allow.
+_NO_INLINE_CSP = ("default-src 'none'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+                  "base-uri 'none'")
+
+
 def install(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
@@ -55,16 +63,18 @@ def install(app: Flask) -> None:
 
     @app.after_request
     def _headers(resp: Response) -> Response:
-        resp.headers.setdefault("X-Correlation-Id", correlation_id())
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        resp.headers.setdefault("X-Frame-Options", "DENY")
-        resp.headers.setdefault(
-            "Content-Security-Policy",
-            f"default-src 'none'; style-src 'nonce-{csp_nonce()}'; script-src 'nonce-{csp_nonce()}'; "
-            "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-        if "Cache-Control" not in resp.headers and resp.mimetype == "text/html":
-            resp.headers["Cache-Control"] = "no-store"
+        headers = resp.headers
+        present = {name.lower() for name, _value in headers.items()}  # one pass, not a scan per setdefault
+        for name, value in _DEFAULT_HEADERS:
+            if name.lower() not in present:
+                headers.add(name, value)
+        if "x-correlation-id" not in present:
+            headers.add("X-Correlation-Id", correlation_id())
+        if "content-security-policy" not in present:
+            nonce = g.get("csp_nonce")  # only a page that used a nonce needs one in its policy
+            headers.add("Content-Security-Policy", _PAGE_CSP.format(nonce=nonce) if nonce else _NO_INLINE_CSP)
+        if "cache-control" not in present and resp.mimetype == "text/html":
+            headers.add("Cache-Control", "no-store")
         return resp
 
     app.jinja_env.globals.update(csrf_token=csrf_token, csp_nonce=csp_nonce, correlation_id=correlation_id)

@@ -58,6 +58,8 @@ class StoreSession(CallbackDict[str, Any], SessionMixin):
 def snapshot(data: dict[str, Any]) -> str:
     """Session data as canonical JSON: compared at the end of a request to see whether anything changed
     (nested values included), at a fraction of a deep copy's cost."""
+    if not data:
+        return "{}"
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
