@@ -55,7 +55,6 @@ def sso() -> Response:
               sp=refused.pending.sp_name, detail={"request_id": refused.pending.request_id,
                                                   "reason": refused.operator})
         return post_form_page(refused.form)
-    session["pending"] = pending.to_dict()
     return _answer(pending, claim_at=now)
 
 
@@ -76,12 +75,13 @@ def _answer(pending: PendingLogin, *, claim_at: dt.datetime | None) -> Response:
     fresh = customer is not None and not pending.needs_fresh_login(
         dt.datetime.fromisoformat(session["authn_instant"]))
     if not fresh and not pending.is_passive:
+        session["pending"] = pending.to_dict()  # the request waits server-side for the sign-in
         with b.store.transaction():
             if claim_at is not None:
                 b.claim_request(pending, now=claim_at)
-            persist_session()  # the pending request waits server-side for the sign-in
+            persist_session()
         return require_login_redirect()
-    session.pop("pending", None)
+    session.pop("pending", None)  # answered now (and an older, abandoned one is dropped)
     if not fresh:
         form = b.issue_no_passive(pending)
         outcome, reason, who = "refused", "no_passive", None
