@@ -254,7 +254,7 @@ class IdentityProvider:
                        session_index: str, now: dt.datetime | None = None) -> PostForm:
         now = now or utcnow()
         self.check_pending_age(pending, now=now)
-        sp = self.sps.get(pending.sp_name)
+        sp = self.sps.config_of(pending.sp_name)  # the request was checked against its metadata already
         attributes = release_attributes(customer, self.config.attributes, partner_id=self.config.partner_id)
         self.attribute_rules.check_release(customer.user_id, attributes)  # nothing Huawei would refuse is signed
         signer = self.keys.ring().active.signer
@@ -275,7 +275,7 @@ class IdentityProvider:
             authn_context=AUTHN_PASSWORD_PROTECTED,
             signer=signer,
             sign_assertion=True,
-            sign_response=sp.config.sign_response,
+            sign_response=sp.sign_response,
             sp_name_qualifier=pending.sp_entity_id,
         )
         SIGNING_SECONDS.observe(time.perf_counter() - started)

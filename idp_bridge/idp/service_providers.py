@@ -14,6 +14,7 @@ Issuer must not make every request walk every SP).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -101,12 +102,16 @@ class ServiceProviderRegistry:
         if sp.metadata_is_url:
             return time.monotonic() - current.loaded_at > self._refresh
         try:
-            return Path(sp.metadata).stat().st_mtime != self._mtimes.get(sp.name)
+            return os.stat(sp.metadata).st_mtime != self._mtimes.get(sp.name)
         except OSError:
             return False  # keep the good copy; the error shows on the next successful look
 
+    def config_of(self, name: str) -> ServiceProviderConfig:
+        """An SP's configuration by name, without looking at its metadata."""
+        return self._by_name.get(name) or self._config.sp(name)  # config.sp raises the named error
+
     def get(self, name: str) -> LoadedServiceProvider:
-        sp = self._by_name.get(name) or self._config.sp(name)  # config.sp raises the named error
+        sp = self.config_of(name)
         with self._lock:
             if self._stale(sp):
                 try:
