@@ -12,12 +12,12 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select, text
-from sqlalchemy.engine import Connection
 
 from idp_bridge.idp.identity_provider import IdentityProvider
 from idp_bridge.ops.audit import REFUSALS_PER_MINUTE
@@ -139,58 +139,86 @@ def test_pre_login_state_lives_in_a_signed_cookie_until_sign_in(app: Flask, stor
 
 
 class StatementLog:
-    """Every transaction and write statement the store's engine runs (the thing measured, not mocked)."""
+    """Every statement the database driver sends, and every commit (the thing measured, not mocked), seen at
+    the driver: the per-request statements bypass SQLAlchemy (store/driver.py), so its events miss them.
+    SQLite: each connection's trace callback; PostgreSQL: psycopg's cursor execute and connection commit."""
 
-    def __init__(self, store: Store) -> None:
-        self.begins = 0
-        self.writes: list[str] = []
-        event.listen(store.engine, "begin", self._begin)
-        event.listen(store.engine, "before_cursor_execute", self._statement)
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.statements: list[str] = []
+        self.commits = 0
+        store.engine.dispose()  # connections opened from now on are traced from their first statement
+        if store.dialect == "sqlite":
+            event.listen(store.engine, "connect", lambda dbapi, _rec: dbapi.set_trace_callback(self._sent))
+            return
+        import psycopg
 
-    def _begin(self, conn: Connection) -> None:
-        self.begins += 1
+        execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
 
-    def _statement(self, conn: Connection, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
-            self.writes.append(statement.split("(")[0].strip())
+        def traced_execute(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            self._sent(str(query))
+            return execute(cursor, query, *args, **kwargs)
+
+        def traced_commit(conn: Any) -> None:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.commits += 1
+            commit(conn)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", traced_execute)
+        monkeypatch.setattr(psycopg.Connection, "commit", traced_commit)
+
+    def _sent(self, statement: str) -> None:
+        if statement.strip().upper() == "COMMIT":
+            self.commits += 1
+        else:
+            self.statements.append(statement)
+
+    @property
+    def writes(self) -> list[str]:
+        return [s.split("(")[0].strip() for s in self.statements
+                if s.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")]
 
 
-def test_logged_in_sso_is_one_read_and_one_write_transaction(app: Flask, store: Store, env: Env) -> None:
+def test_logged_in_sso_is_one_read_and_one_write_transaction(app: Flask, store: Store, env: Env,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     client = app.test_client()
     token = csrf_of(client)
     client.post("/login", data={"user_id": "cust-1001", "password": PASSWORD, "csrf_token": token})
     app.extensions["idp_bridge"].keys.ring()  # the key ring is loaded: its periodic reload is not the SSO's cost
     sessions_before = row_counts(store)["sessions"]
-    log = StatementLog(store)
+    log = StatementLog(store, monkeypatch)
     request_id = "_one-transaction-" + "a" * 16
     resp = client.get("/saml/sso?" + env.redirect_query(env.authn_request(request_id=request_id)))
     assert resp.status_code == 200
-    sso_begins, sso_writes = log.begins, list(log.writes)
+    sso_commits, sso_statements, sso_writes = log.commits, list(log.statements), log.writes
     form = extract_form(resp.get_data(as_text=True))
     ok, error, _ = python3_saml_validate(form["SAMLResponse"], idp_metadata_xml=client.get("/saml/metadata").data,
                                          request_id=request_id)
     assert ok, error
-    assert sso_begins == 2, sso_begins  # the session read, and one write transaction (claim + audit)
+    assert sso_commits == 1, sso_statements  # one write transaction (claim + audit) ...
+    assert [s for s in sso_statements if "FROM sessions" in s and s.startswith("SELECT")], sso_statements
+    assert len(sso_statements) == len(sso_writes) + 1 + (store.dialect == "sqlite"), sso_statements  # ... + the
+    # session read, alone (no BEGIN/COMMIT around it); SQLite sends BEGIN IMMEDIATE itself
     assert len([w for w in sso_writes if w.startswith("INSERT INTO replay_ids")]) == 1, sso_writes
     assert len([w for w in sso_writes if w.startswith("INSERT INTO audit_events")]) == 1, sso_writes
     assert not [w for w in sso_writes if "sessions" in w], sso_writes  # nothing changed in the session
     assert row_counts(store)["sessions"] == sessions_before
 
 
-def test_sso_claim_and_audit_commit_together(app: Flask, store: Store, env: Env) -> None:
+def test_sso_claim_and_audit_commit_together(app: Flask, store: Store, env: Env,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     client = app.test_client()
     token = csrf_of(client)
     client.post("/login", data={"user_id": "cust-1001", "password": PASSWORD, "csrf_token": token})
     app.extensions["idp_bridge"].keys.ring()
-    log = StatementLog(store)
+    log = StatementLog(store, monkeypatch)
     query = env.redirect_query(env.authn_request())
     assert client.get("/saml/sso?" + query).status_code == 200
-    writes_in_one = log.begins
+    writes_in_one = log.commits
     with store.engine.connect() as conn:
         logins = conn.execute(select(func.count()).select_from(AuditEventRow)
                               .where(AuditEventRow.event == "login", AuditEventRow.outcome == "ok")).scalar_one()
     assert logins == 1
-    assert writes_in_one <= 2, writes_in_one  # session read + one write transaction
+    assert writes_in_one == 1, writes_in_one  # one write transaction
     # The replay is refused, and leaves no second login audit row.
     again = client.get("/saml/sso?" + query)
     assert again.status_code == 400 and b"SAMLResponse" not in again.data

@@ -148,8 +148,8 @@ def test_a_pooled_postgresql_connection_killed_while_idle_is_replaced_before_use
     finally:
         killer.dispose()
     time.sleep(0.4)
-    with store.transaction() as conn:  # the dead connection was pinged, found dead and replaced: no error
-        conn.execute(text("SELECT 1"))
+    with store.transaction():  # the dead connection was pinged, found dead and replaced: no error
+        assert _claim(store, "_after_the_kill")
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
 

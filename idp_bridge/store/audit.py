@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 
 from idp_bridge.store.db import Database
+from idp_bridge.store.driver import statement
 from idp_bridge.store.tables import AuditEventRow
 from idp_bridge.store.timeutil import require_aware
 
@@ -95,8 +95,11 @@ def _values(*, event: str, outcome: str, reason_code: str | None = None, correla
     return values
 
 
-# Built once; the values travel as parameters (a row per login). With an event_uid, a second copy is ignored.
-_INSERT = insert(AuditEventRow)
+# Built once; the values travel as parameters. With an event_uid, a second copy is ignored (without one,
+# nothing conflicts). ``record`` (on every login's path) runs on the raw DBAPI connection (store/driver.py).
+_RECORD = statement(
+    "INSERT INTO audit_events (at, event, outcome, reason_code, correlation_id, sp, customer, detail, event_uid) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?json, ?) ON CONFLICT (event_uid) DO NOTHING")
 _INSERT_ONCE = {name: dialect.insert(AuditEventRow).on_conflict_do_nothing(index_elements=["event_uid"])
                 for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
@@ -106,6 +109,8 @@ class AuditRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._hot = db.hot
+        self._record = _RECORD[db.dialect]
 
     def record(
         self,
@@ -121,10 +126,12 @@ class AuditRepository:
         event_uid: str | None = None,
     ) -> bool:
         """Store one event; with ``event_uid`` a second copy of the same event is ignored (False)."""
-        values = _values(event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id,
-                         sp=sp, customer=customer, detail=detail, at=now, event_uid=event_uid)
-        with self._db.write() as conn:
-            return self._insert(conn, [values]) == 1
+        v = _values(event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id,
+                    sp=sp, customer=customer, detail=detail, at=now, event_uid=event_uid)
+        hot = self._hot
+        return hot.count(self._record, (hot.stamp(v["at"]), v["event"], v["outcome"], v["reason_code"],
+                                        v["correlation_id"], v["sp"], v["customer"], hot.json(v["detail"]),
+                                        v["event_uid"])) == 1
 
     def restore(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Store events written down while the database was away (keys as ``record`` takes them, ``now``
@@ -133,17 +140,11 @@ class AuditRepository:
         rows = [_values(**e) for e in events]
         if any(r["event_uid"] is None for r in rows):
             raise ValueError("a restored audit event needs its event_uid")
-        with self._db.write() as conn:
-            return self._insert(conn, rows)
-
-    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        if all(r["event_uid"] is None for r in rows):
-            conn.execute(_INSERT, rows)
-            return len(rows)
         once = _INSERT_ONCE[self._db.dialect]
-        return sum(conn.execute(once, row).rowcount for row in rows)
+        with self._db.write() as conn:
+            return sum(conn.execute(once, row).rowcount for row in rows)
 
     def recent(self, limit: int = 50, *, correlation_id: str | None = None, since: datetime | None = None,
                outcome: str | None = None, event: str | None = None) -> list[AuditEvent]:

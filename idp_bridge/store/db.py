@@ -7,82 +7,67 @@ read-only stays read-only for its whole life, and a PostgreSQL connection cut by
 The next transaction opens a fresh connection, so the bridge recovers as soon as the cause is gone.
 Integrity errors (a duplicate key) are not faults: they pass through for the caller to judge.
 
-``read(one_statement=True)`` is for a read that is a single statement (the session lookup on every request): one
-statement is a consistent snapshot by itself, so it runs without BEGIN/COMMIT (SQLite: autocommit mode;
-PostgreSQL: the connection's AUTOCOMMIT level), saving two statements (two round trips on PostgreSQL).
-
-``transaction()`` opens one write transaction that every repository call made inside the block
-joins (their ``read()``/``write()`` reuse its connection), so a request can commit several writes
-(replay claim, audit row, session) at once; an exception in the block rolls all of them back.
+The statements on every request's path (``sessions.*``, ``replay.claim``, ``audit.record``) skip
+SQLAlchemy's execution machinery: they run on the raw DBAPI connection (store/driver.py), under the
+same rules. ``transaction()`` is that driver's transaction: the hot calls made inside the block join
+it, so a request commits its replay claim, audit row and session at once, and an exception in the
+block rolls all of them back. ``read()``/``write()`` inside it raise RuntimeError: they would run on a
+second connection, outside the transaction (and on SQLite wait for the write lock it holds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from idp_bridge.errors import StoreUnavailableError
-from idp_bridge.store.engine import SINGLE_READ_OPTION, WRITE_OPTION, safe_url
+from idp_bridge.store.driver import Driver, first_line
+from idp_bridge.store.engine import WRITE_OPTION, safe_url
 
 # Arbitrary constant key for pg_advisory_xact_lock: serialises schema upgrades across workers.
 PG_MIGRATION_LOCK_KEY = 0x1D_B41D_6E
-
-# The open ``transaction()`` of this thread/context: (database, connection).
-_AMBIENT: ContextVar[tuple[Database, Connection] | None] = ContextVar("idp_bridge_transaction", default=None)
 
 
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.hot = Driver(engine)
 
     def describe(self) -> str:
         return safe_url(self.engine.url)
 
-    def _ambient(self) -> Connection | None:
-        held = _AMBIENT.get()
-        return held[1] if held is not None and held[0] is self else None
-
     @contextmanager
-    def read(self, *, one_statement: bool = False) -> Iterator[Connection]:
-        """A read transaction (inside ``transaction()``: that one). ``one_statement``: the block runs ONE
-        statement, so no BEGIN/COMMIT is needed around it."""
-        ambient = self._ambient()
-        if ambient is not None:
-            yield ambient
-            return
-        with self._transaction(write=False, single=one_statement) as conn:
+    def read(self) -> Iterator[Connection]:
+        """A read transaction."""
+        self._outside_transaction("read")
+        with self._transaction(write=False) as conn:
             yield conn
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One write transaction joined by every read/write in the block (nested calls join the outer one)."""
-        ambient = self._ambient()
-        if ambient is not None:
-            yield ambient
-            return
-        with self.write() as conn:
-            token = _AMBIENT.set((self, conn))
-            try:
-                yield conn
-            finally:
-                _AMBIENT.reset(token)
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction for the hot statements in the block (nested calls join the outer one)."""
+        return self.hot.transaction()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction; on SQLite it holds the database write lock from its first statement."""
-        ambient = self._ambient()
-        if ambient is not None:
-            yield ambient
-            return
+        self._outside_transaction("write")
         with self._transaction(write=True) as conn:
             yield conn
+
+    def _outside_transaction(self, method: str) -> None:
+        if self.hot.in_transaction():
+            raise RuntimeError(
+                f"Database.{method}() called by {_caller()} inside store.transaction(): only the hot statements "
+                "(replay.claim, audit.record, sessions.load/create/save/delete) run in it; this would use a "
+                "second connection outside the transaction")
 
     @contextmanager
     def migration(self) -> Iterator[Connection]:
@@ -97,16 +82,11 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     @contextmanager
-    def _transaction(self, *, write: bool, single: bool = False) -> Iterator[Connection]:
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
-                elif single:
-                    if self.dialect == "postgresql":
-                        conn.execution_options(isolation_level="AUTOCOMMIT")
-                    else:
-                        conn.execution_options(**{SINGLE_READ_OPTION: True})
                 try:
                     with conn.begin():
                         yield conn
@@ -119,12 +99,16 @@ class Database:
         except (DBAPIError, sqlite3.Error) as exc:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             raise StoreUnavailableError(
-                f"database {self.describe()} unavailable: {_first_line(orig) or exc}"
+                f"database {self.describe()} unavailable: {first_line(orig) or exc}"
             ) from exc
 
 
-def _first_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+def _caller() -> str:
+    """The first function up the stack outside this module and contextlib (for the RuntimeError above)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename in (__file__, _CONTEXTLIB):
+        frame = frame.f_back
+    return frame.f_code.co_qualname
+
+
+_CONTEXTLIB = contextlib.__file__

@@ -35,8 +35,6 @@ PG_CONNECT_TIMEOUT_S = 5
 PG_PING_IDLE_S = 1.0
 # Execution option a write transaction sets so SQLite takes the write lock at BEGIN.
 WRITE_OPTION = "idp_bridge_write"
-# Execution option of a one-statement read (store/db.py ``read(one_statement=True)``): SQLite runs it without BEGIN/COMMIT.
-SINGLE_READ_OPTION = "idp_bridge_single_read"
 
 
 def parse_url(url: str | URL) -> URL:
@@ -88,7 +86,8 @@ def _ping_when_idle(engine: Engine) -> None:
     SSO. A connection used a moment ago is almost surely alive; one that idled may belong to a server that
     restarted meanwhile, so it is pinged, and a dead one is replaced before the request sees it. If the
     server restarts between two requests less than ``PG_PING_IDLE_S`` apart, that next request fails with
-    a 503 and SQLAlchemy invalidates the whole pool on the disconnect it sees: the following ones reconnect.
+    a 503 and the whole pool is replaced on the disconnect (by SQLAlchemy, or store/driver.py for the
+    per-request statements): the following ones reconnect.
     """
 
     def on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -170,7 +169,4 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Connection
 
 def _sqlite_on_begin(conn: Connection) -> None:
     options = conn.get_execution_options()
-    if options.get(WRITE_OPTION):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    elif not options.get(SINGLE_READ_OPTION):  # one statement is atomic on its own: no BEGIN, no COMMIT
-        conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION) else "BEGIN")

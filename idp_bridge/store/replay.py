@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Insert, Table, bindparam
-from sqlalchemy.dialects import postgresql, sqlite
-
 from idp_bridge.store.db import Database
-from idp_bridge.store.tables import ReplayId
+from idp_bridge.store.driver import statement
 from idp_bridge.store.timeutil import require_aware
 
-ReplayTable: Table = ReplayId.__table__  # type: ignore[assignment]
 KINDS = frozenset({"authn_request", "handoff_jti"})
 MAX_VALUE_LENGTH = 512
 MAX_ISSUER_LENGTH = 1024
@@ -21,8 +17,8 @@ class ReplayRepository:
     """``store.replay``: one-time values (AuthnRequest ids, hand-off JWT ids)."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
-        self._upsert = _claim_statement(db.dialect)
+        self._hot = db.hot
+        self._claim = _CLAIM[db.dialect]
 
     def claim(self, kind: str, value: str, *, issuer: str, expires_at: datetime, now: datetime) -> bool:
         """Record ``value`` as used; True for the first claim, False if it is already held.
@@ -43,26 +39,13 @@ class ReplayRepository:
         now = require_aware(now)
         expires_at = require_aware(expires_at, "expires_at")
 
-        row = {"kind": kind, "value": value, "issuer": issuer, "claimed_at": now, "expires_at": expires_at,
-               "now": now}
-        with self._db.write() as conn:
-            return conn.execute(self._upsert, row).first() is not None
+        hot = self._hot
+        return hot.one(self._claim, (kind, value, issuer, hot.stamp(now), hot.stamp(expires_at),
+                                     hot.stamp(now))) is not None
 
 
-def _claim_statement(dialect: str) -> Insert:
-    """The claim upsert, built once per store with bound parameters: a hot path (every SSO) that
-    should not pay for building and cache-keying the statement on each call."""
-    table = ReplayTable
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(table).values(kind=bindparam("kind"), value=bindparam("value"), issuer=bindparam("issuer"),
-                                        claimed_at=bindparam("claimed_at"), expires_at=bindparam("expires_at"))
-    upsert: Insert = stmt.on_conflict_do_update(
-        index_elements=[table.c.kind, table.c.value],
-        set_={
-            "issuer": stmt.excluded.issuer,
-            "claimed_at": stmt.excluded.claimed_at,
-            "expires_at": stmt.excluded.expires_at,
-        },
-        where=table.c.expires_at <= bindparam("now"),
-    ).returning(table.c.kind)
-    return upsert
+# Every SSO claims one value: run on the raw DBAPI connection (store/driver.py), SQL per dialect.
+_CLAIM = statement(
+    "INSERT INTO replay_ids (kind, value, issuer, claimed_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (kind, value) DO UPDATE SET issuer = excluded.issuer, claimed_at = excluded.claimed_at, "
+    "expires_at = excluded.expires_at WHERE replay_ids.expires_at <= ? RETURNING kind")

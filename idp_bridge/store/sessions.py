@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
-
 from idp_bridge.store.db import Database
-from idp_bridge.store.tables import SessionRow
+from idp_bridge.store.driver import statement
 from idp_bridge.store.timeutil import require_aware
 
 TOKEN_BYTES = 32  # 43 characters of URL-safe base64
@@ -43,16 +41,20 @@ def _check_ttl(ttl: timedelta) -> None:
         raise ValueError(f"session ttl must be positive, got {ttl}")
 
 
-# Built once: loading the session is on every request's path.
-_LOAD = select(SessionRow.data, SessionRow.user_id, SessionRow.created_at, SessionRow.expires_at).where(
-    SessionRow.id == bindparam("row_id"), SessionRow.expires_at > bindparam("now"))
+# On every request's path: run on the raw DBAPI connection (store/driver.py), SQL per dialect.
+_LOAD = statement("SELECT data, user_id, created_at, expires_at FROM sessions WHERE id = ? AND expires_at > ?")
+_CREATE = statement("INSERT INTO sessions (id, data, user_id, created_at, expires_at) VALUES (?, ?json, ?, ?, ?)")
+_SAVE = statement("UPDATE sessions SET data = ?json, user_id = ?, expires_at = ? WHERE id = ? AND expires_at > ?")
+_DELETE = statement("DELETE FROM sessions WHERE id = ?")
 
 
 class SessionRepository:
     """``store.sessions``: server-side web sessions by token."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self._hot = db.hot
+        d = db.dialect
+        self._load, self._create, self._save, self._delete = _LOAD[d], _CREATE[d], _SAVE[d], _DELETE[d]
 
     def create(
         self,
@@ -61,15 +63,8 @@ class SessionRepository:
         _check_ttl(ttl)
         now = require_aware(now)
         token = new_token()
-        values = {
-            "id": token_id(token),
-            "data": data,
-            "user_id": user_id,
-            "created_at": now,
-            "expires_at": now + ttl,
-        }
-        with self._db.write() as conn:
-            conn.execute(insert(SessionRow).values(values))
+        hot = self._hot
+        hot.count(self._create, (token_id(token), hot.json(data), user_id, hot.stamp(now), hot.stamp(now + ttl)))
         return token
 
     def load(self, token: str, *, now: datetime) -> SessionRecord | None:
@@ -77,13 +72,13 @@ class SessionRepository:
         if row_id is None:
             return None
         now = require_aware(now)
-        with self._db.read(one_statement=True) as conn:
-            row = conn.execute(_LOAD, {"row_id": row_id, "now": now}).first()
+        hot = self._hot
+        row = hot.one(self._load, (row_id, hot.stamp(now)))
         if row is None:
             return None
-        return SessionRecord(
-            data=row.data, user_id=row.user_id, created_at=row.created_at, expires_at=row.expires_at
-        )
+        data, user_id, created_at, expires_at = row
+        return SessionRecord(data=hot.read_json(data), user_id=user_id, created_at=hot.read_stamp(created_at),
+                             expires_at=hot.read_stamp(expires_at))
 
     def save(
         self,
@@ -104,18 +99,11 @@ class SessionRepository:
         if row_id is None:
             return False
         now = require_aware(now)
-        with self._db.write() as conn:
-            result = conn.execute(
-                update(SessionRow)
-                .where(SessionRow.id == row_id, SessionRow.expires_at > now)
-                .values(data=data, user_id=user_id, expires_at=now + ttl)
-            )
-        return result.rowcount == 1
+        hot = self._hot
+        return hot.count(self._save, (hot.json(data), user_id, hot.stamp(now + ttl), row_id, hot.stamp(now))) == 1
 
     def delete(self, token: str) -> bool:
         row_id = token_id(token)
         if row_id is None:
             return False
-        with self._db.write() as conn:
-            result = conn.execute(delete(SessionRow).where(SessionRow.id == row_id))
-        return result.rowcount == 1
+        return self._hot.count(self._delete, (row_id,)) == 1

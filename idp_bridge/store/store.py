@@ -13,7 +13,6 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from sqlalchemy import URL, Engine
-from sqlalchemy.engine import Connection
 
 from idp_bridge.store import migrate, purge
 from idp_bridge.store.audit import AuditRepository
@@ -85,9 +84,10 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def transaction(self) -> AbstractContextManager[Connection]:
-        """One write transaction for every repository call in the block: ``with store.transaction(): ...``
-        (all of it commits together or, on an exception, none of it)."""
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction for the per-request calls in the block: ``with store.transaction(): ...``
+        (all of it commits together or, on an exception, none of it). Only ``replay.claim``, ``audit.record``
+        and ``sessions.*`` may run in it (store/driver.py); any other repository call raises RuntimeError."""
         return self._db.transaction()
 
     # --- housekeeping (spans several repositories) ---------------------------------------------
