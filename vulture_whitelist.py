@@ -151,3 +151,8 @@ _.claim_due  # unused method (idp_bridge/store/outbox.py:81)
 _.messages  # unused method (idp_bridge/store/outbox.py:104)
 _.set_password  # unused method (idp_bridge/store/users.py:108)
 _.set_disabled  # unused method (idp_bridge/store/users.py:118)
+
+# store/driver.py: psycopg's autocommit switch, set around a one-statement unit
+_.autocommit  # unused attribute (idp_bridge/store/driver.py:135)
+# replay_ids.claimed_at is written by the raw-driver claim (store/replay.py), never read back
+claimed_at  # unused variable (idp_bridge/store/tables.py:50)

@@ -222,8 +222,8 @@ class Transaction:
             self._fault = failure if isinstance(failure, StoreUnavailableError) else self.driver.unavailable(exc)
         _reraise(failure, exc)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, _exc_type: type[BaseException] | None, exc: BaseException | None,
+                 _tb: TracebackType | None) -> None:
         assert self._token is not None
         _OPEN.reset(self._token)
         if exc is None and self._fault is not None:  # the block swallowed a fault: none of it commits
