@@ -2,11 +2,12 @@
 
 Metadata comes from a file or a URL. A URL is fetched with a timeout and a size cap and the
 last good copy is kept in the metadata folder, so a restart works while the SP's site is down.
-Files are re-read when they change; URLs are re-fetched after ``refresh_seconds``. A copy that
-fails to load never replaces a good one in memory.
+Files are re-read when they change (each is looked at with one ``stat`` at most every ``stat_seconds``, 1 s
+by default, so a sign-in rarely pays a system call for it); URLs are re-fetched after ``refresh_seconds``. A
+copy that fails to load never replaces a good one in memory.
 
 Lookups cost the same for 1 or 1000 SPs: by name from a dict, by entity ID from an index of the
-loaded metadata. A hit checks only the SP it found (one ``stat`` of its file); an entity ID the
+loaded metadata. A hit checks only the SP it found (its file, as above); an entity ID the
 index does not know re-reads the other SPs' files at most every ``rescan_seconds`` (an unknown
 Issuer must not make every request walk every SP).
 """
@@ -76,20 +77,29 @@ def load_sp_metadata_bytes(sp: ServiceProviderConfig, *, fetcher: Fetcher = fetc
                             code="metadata_file") from exc
 
 
+def _file_id(path: str) -> tuple[int, int, int]:
+    """What tells a changed file from the one loaded: modification time, size and inode (a file replaced by
+    rename within the same clock tick still differs)."""
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 #: How many entity IDs an ``unknown_issuer`` refusal lists.
 SHOWN_ENTITY_IDS = 10
 
 
 class ServiceProviderRegistry:
     def __init__(self, config: Config, *, fetcher: Fetcher = fetch_url, refresh_seconds: float = 3600.0,
-                 rescan_seconds: float = 2.0) -> None:
+                 rescan_seconds: float = 2.0, stat_seconds: float = 1.0) -> None:
         self._config = config
         self._fetcher = fetcher
         self._refresh = refresh_seconds
         self._rescan = rescan_seconds
         self._lock = threading.Lock()
         self._loaded: dict[str, LoadedServiceProvider] = {}
-        self._mtimes: dict[str, float] = {}
+        self._stat_seconds = stat_seconds
+        self._file_ids: dict[str, tuple[int, int, int]] = {}  # SP name -> its file's (mtime_ns, size, inode)
+        self._statted: dict[str, float] = {}  # SP name -> when its file was last looked at (monotonic)
         self._by_name: dict[str, ServiceProviderConfig] = {sp.name: sp for sp in config.service_providers}
         self._by_entity_id: dict[str, str] = {}  # entity ID -> SP name, from the metadata loaded so far
         self._scanned_at: float | None = None
@@ -101,8 +111,12 @@ class ServiceProviderRegistry:
             return True
         if sp.metadata_is_url:
             return time.monotonic() - current.loaded_at > self._refresh
+        now = time.monotonic()
+        if now - self._statted.get(sp.name, -self._stat_seconds) < self._stat_seconds:
+            return False  # looked at less than stat_seconds ago
+        self._statted[sp.name] = now
         try:
-            return os.stat(sp.metadata).st_mtime != self._mtimes.get(sp.name)
+            return _file_id(sp.metadata) != self._file_ids.get(sp.name)
         except OSError:
             return False  # keep the good copy; the error shows on the next successful look
 
@@ -123,7 +137,8 @@ class ServiceProviderRegistry:
                     self._loaded[sp.name] = LoadedServiceProvider(sp, meta, time.monotonic(), sp.metadata)
                     self._by_entity_id.setdefault(meta.entity_id, sp.name)  # the first configured SP wins
                     if not sp.metadata_is_url:
-                        self._mtimes[sp.name] = Path(sp.metadata).stat().st_mtime
+                        self._file_ids[sp.name] = _file_id(sp.metadata)
+                        self._statted[sp.name] = time.monotonic()
                 except MetadataError:
                     if sp.name not in self._loaded:
                         raise
@@ -146,7 +161,8 @@ class ServiceProviderRegistry:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_bytes(data)
             else:
-                self._mtimes[sp.name] = Path(sp.metadata).stat().st_mtime
+                self._file_ids[sp.name] = _file_id(sp.metadata)
+                self._statted[sp.name] = time.monotonic()
         return loaded
 
     def all(self) -> list[LoadedServiceProvider]:
