@@ -8,9 +8,11 @@ server CPU(s); the load generator is wrk (Debian's ``wrk``) pinned to another CP
 pre-generated lines (a fresh signed AuthnRequest each, cookies of many logged-in sessions) through
 ``rotate.lua``, which also checks every response and keeps a sample for python3-saml to judge.
 Server CPU per request is read from ``/proc`` (utime+stime of the gunicorn master and workers, and
-for PostgreSQL separately of the database backends serving it), so neighbours on a shared machine
-slow the req/s figures but not the CPU ones. Contenders are measured interleaved, round after
-round, and each row shows the best round's req/s and the median CPU per request.
+for PostgreSQL separately of the database backends serving it). Contenders are measured interleaved,
+round after round, and each row shows the best round's req/s and the least CPU per request of the rounds:
+busy neighbours on a shared machine add CPU time per request (caches and memory bandwidth are shared)
+and never take any away, so the least round is the nearest to the idle-machine cost, for every contender
+alike (the median is in the JSON).
 """
 
 from __future__ import annotations
@@ -340,6 +342,18 @@ def sso_contender(label: str, dep: Deployment, server: Server, sp_key: SpKey) ->
 
 
 # ------------------------------------------------------------------------------------------ report
+def least_round(c: Contender) -> Result:
+    """The round with the least CPU per request (see the module docstring)."""
+    return min(c.results, key=lambda r: r.web_cpu_ms + r.db_cpu_ms)
+
+
+def least_cpu(c: Contender) -> float:
+    if not c.results:
+        return float("nan")
+    r = least_round(c)
+    return r.web_cpu_ms + r.db_cpu_ms
+
+
 def median_cpu(c: Contender) -> float:
     return statistics.median(r.web_cpu_ms + r.db_cpu_ms for r in c.results) if c.results else float("nan")
 
@@ -353,7 +367,7 @@ def report(contenders: list[Contender], args: argparse.Namespace) -> dict[str, A
           f"{args.server_cpus} (gunicorn {'shipped config' if args.server_config == 'prod' else 'sync workers'} "
           f"-w {args.workers}{', Connection: close' if args.close else ', keep-alive'}), "
           f"{args.rounds} x {args.seconds:g} s interleaved; "
-          "req/s: best round; CPU: median ms per request (web + PostgreSQL backends)")
+          "req/s: best round; CPU: least round's ms per request (web + PostgreSQL backends)")
     print(f"{'contender':40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'(web':>6} {'+ db)':>6} "
           f"{'bad':>5} {'judged ok':>10}")
     rows: dict[str, Any] = {}
@@ -362,12 +376,13 @@ def report(contenders: list[Contender], args: argparse.Namespace) -> dict[str, A
             continue
         b = best(c)
         bad = sum(r.bad for r in c.results)
-        web = statistics.median(r.web_cpu_ms for r in c.results)
-        db = statistics.median(r.db_cpu_ms for r in c.results)
+        least = least_round(c)
+        web, db = least.web_cpu_ms, least.db_cpu_ms
         judged = f"{c.verdicts.ok}/{c.verdicts.judged}" if c.judge else ""
         p = f"{b.p50_ms:7.2f} {b.p99_ms:7.2f}" if c.kind == "http" else f"{'':7} {'':7}"
-        print(f"{c.label:40} {b.rps:8.1f} {p} {median_cpu(c):7.3f} {web:6.3f} {db:6.3f} {bad:5d} {judged:>10}")
-        rows[c.label] = {"rps": b.rps, "p50_ms": b.p50_ms, "p99_ms": b.p99_ms, "cpu_ms": median_cpu(c),
+        print(f"{c.label:40} {b.rps:8.1f} {p} {least_cpu(c):7.3f} {web:6.3f} {db:6.3f} {bad:5d} {judged:>10}")
+        rows[c.label] = {"rps": b.rps, "p50_ms": b.p50_ms, "p99_ms": b.p99_ms, "cpu_ms": least_cpu(c),
+                         "median_cpu_ms": median_cpu(c),
                          "web_cpu_ms": web, "db_cpu_ms": db, "bad": bad, "judged": c.verdicts.judged,
                          "judged_ok": c.verdicts.ok, "rounds": [r.__dict__ for r in c.results]}
         for e in c.verdicts.errors:
@@ -386,20 +401,20 @@ def report(contenders: list[Contender], args: argparse.Namespace) -> dict[str, A
     print("\nratios (same run):")
     for db in args.dbs:
         one = f"SSO {db} 1 SP"
-        print(f"  {db}: SSO CPU / raw signature CPU = {ratio(one, raw, median_cpu)} (web only "
-              f"{ratio(one, raw, lambda c: statistics.median(r.web_cpu_ms for r in c.results))}); "
+        print(f"  {db}: SSO CPU / raw signature CPU = {ratio(one, raw, least_cpu)} (web only "
+              f"{ratio(one, raw, lambda c: least_round(c).web_cpu_ms)}); "
               f"SSO req/s / pysaml2 req/s = {ratio(one, 'pysaml2 IdP (xmlsec1), same key', lambda c: best(c).rps)}")
         for n in args.sps[1:]:
-            print(f"  {db}: CPU per SSO, {n} SPs / 1 SP = {ratio(f'SSO {db} {n} SP', one, median_cpu)}")
+            print(f"  {db}: CPU per SSO, {n} SPs / 1 SP = {ratio(f'SSO {db} {n} SP', one, least_cpu)}")
         if args.fill:
             print(f"  {db}: CPU per SSO, {args.fill} rows in replay/session/audit tables / empty = "
-                  f"{ratio(f'SSO {db} 1 SP +filled', one, median_cpu)}")
+                  f"{ratio(f'SSO {db} 1 SP +filled', one, least_cpu)}")
         for ep in ("/saml/metadata", "/healthz"):
             print(f"  {db}: {ep} req/s / hello-world req/s = "
                   f"{ratio(f'{ep} {db}', 'Flask hello-world', lambda c: best(c).rps)}")
     for alg in args.algorithms:
-        print(f"  key {alg}: SSO CPU {ratio(f'SSO sqlite 1 SP {alg}', one_sqlite(by), median_cpu)} x the init "
-              f"key's; raw signature {by.get(f'raw signature, {alg} key') and median_cpu(by[f'raw signature, {alg} key']):.3f} ms")
+        print(f"  key {alg}: SSO CPU {ratio(f'SSO sqlite 1 SP {alg}', one_sqlite(by), least_cpu)} x the init "
+              f"key's; raw signature {by.get(f'raw signature, {alg} key') and least_cpu(by[f'raw signature, {alg} key']):.3f} ms")
     return rows
 
 
