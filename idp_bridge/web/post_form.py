@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import current_app, g, render_template
-from flask_babel import get_locale
 from markupsafe import escape
+
+from idp_bridge.web.i18n import select_locale
 
 if TYPE_CHECKING:
     from idp_bridge.idp.identity_provider import PostForm
@@ -64,7 +65,9 @@ def _skeleton(with_relay_state: bool) -> list[str]:
 def render_post_form(form: PostForm, nonce: str) -> str:
     """``post_form.html`` for ``form`` in the request's language, with ``nonce`` on its script and style."""
     cache: dict[tuple[str, bool], list[str]] = current_app.extensions.setdefault("idp_bridge_post_form", {})
-    key = (str(get_locale()), form.relay_state is not None)
+    # The language Flask-Babel would pick is select_locale()'s answer; asked directly, it skips Babel's locale
+    # parsing (the skeleton for a new key is rendered through Babel, with that same answer).
+    key = (select_locale(), form.relay_state is not None)
     parts = cache.get(key)
     if parts is None:
         parts = cache[key] = _skeleton(key[1])
