@@ -299,6 +299,24 @@ def test_forwarded_for_garbage_refused_when_trusted(app: Flask) -> None:
     assert client.get("/saml/metadata", headers={"User-Agent": "M" * 600}).status_code == 400
 
 
+def test_header_values_with_control_characters_or_too_many_headers_are_refused(app: Flask) -> None:
+    """The edge check reads every header, Content-Type included, and names the one it refuses."""
+    client = app.test_client()
+    resp = client.get("/saml/metadata", headers={"X-Note": "a\x01b"})
+    assert resp.status_code == 400
+    assert client.get("/saml/metadata", headers={"X-Note": "tab\tis fine"}).status_code == 200
+    assert client.get("/saml/metadata", headers={"X-Note": "N" * 9000}).status_code == 400
+    assert client.post("/login", headers={"Content-Type": "text/plain\x7f"}).status_code == 400
+    assert client.get("/saml/metadata", headers={f"X-H{i}": "v" for i in range(101)}).status_code == 400
+    assert client.get("/saml/metadata", headers={f"X-H{i}": "v" for i in range(90)}).status_code == 200
+    reasons = audit_reasons(app)
+    assert reasons.count("input_header") == 3 and "input_too_many" in reasons
+    shown = [e.detail["reason"] for e in app.extensions["idp_bridge"].store.audit.recent(event="rejection")
+             if e.reason_code == "input_header"]
+    assert any(r.startswith("X-Note header: 3 characters, control character U+0001") for r in shown), shown
+    assert any(r.startswith("Content-Type header:") for r in shown), shown
+
+
 def test_honest_handoff_still_signs_in(app: Flask, env: Env) -> None:
     client = app.test_client()
     resp = client.get("/handoff?next=/&token=" + mint(env, "cust-2002"))

@@ -141,23 +141,36 @@ def _is_ip_address(text: str) -> bool:
     return True
 
 
+def _header_values(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """(WSGI key, value) of every request header: what ``request.headers`` iterates (werkzeug's EnvironHeaders),
+    without making a header name for each."""
+    return [(key, value) for key, value in environ.items()
+            if (key.startswith("HTTP_") and key not in _BODY_HEADER_KEYS)
+            or (key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value)]
+
+
+_BODY_HEADER_KEYS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+
+
 def check_client(req: Request) -> None:
     """The client address (set by ProxyFix from X-Forwarded-For when trusted), Host and User-Agent."""
     addr = req.remote_addr
     if addr and (len(addr) > 64 or not _is_ip_address(addr)):  # the longest IPv6 text is 45 characters
         raise InputError(f"client address {_show(addr)} (X-Forwarded-For, when trusted) is not an IP address",
                          code="input_client_address")
-    if len(req.headers) > MAX_HEADERS:
-        raise InputError(f"{len(req.headers)} headers; expected at most {MAX_HEADERS}", code="input_too_many")
-    for name, value in req.headers.items():
+    headers = _header_values(req.environ)
+    if len(headers) > MAX_HEADERS:
+        raise InputError(f"{len(headers)} headers; expected at most {MAX_HEADERS}", code="input_too_many")
+    for key, value in headers:
         bad = _HEADER_CONTROL.search(value)
         if len(value) > MAX_HEADER_LENGTH or bad:
+            name = key.removeprefix("HTTP_").replace("_", "-").title()
             raise InputError(f"{name} header: {len(value)} characters"
                              + (f", control character U+{ord(bad.group()):04X}" if bad else "")
                              + f"; expected at most {MAX_HEADER_LENGTH} without control characters",
                              code="input_header")
     check_value("Host header", req.host, HOST)
-    user_agent = req.headers.get("User-Agent", "")
+    user_agent = req.environ.get("HTTP_USER_AGENT", "")
     if len(user_agent) > 512:  # stored with each metadata fetch
         raise InputError(f"User-Agent header: {len(user_agent)} characters; expected at most 512",
                          code="input_too_long")
