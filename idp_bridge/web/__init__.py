@@ -45,15 +45,16 @@ class BridgeFlask(Flask):
     function, so it is looked up once. (Flask documents ``ensure_sync`` as the method to override.)
     """
 
-    _sync_cache: dict[Callable[..., Any], Callable[..., Any]]
+    def __init__(self, import_name: str, **kwargs: Any) -> None:
+        super().__init__(import_name, **kwargs)
+        self._sync_cache: dict[Callable[..., Any], Callable[..., Any]] = {}
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        cache: dict[Callable[..., Any], Callable[..., Any]] = self.__dict__.setdefault("_sync_cache", {})
-        found = cache.get(func)
+        found = self._sync_cache.get(func)
         if found is None:
             found = super().ensure_sync(func)
-            if len(cache) < 4096:  # views and hooks are a fixed set; a bound method made per call is not kept
-                cache[func] = found
+            if len(self._sync_cache) < 4096:  # views and hooks are a fixed set; a bound method made per call is not kept
+                self._sync_cache[func] = found
         return found
 
 

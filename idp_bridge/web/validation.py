@@ -141,15 +141,15 @@ def _is_ip_address(text: str) -> bool:
     return True
 
 
+_BODY_HEADER_KEYS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+
+
 def _header_values(environ: dict[str, Any]) -> list[tuple[str, str]]:
     """(WSGI key, value) of every request header: what ``request.headers`` iterates (werkzeug's EnvironHeaders),
     without making a header name for each."""
     return [(key, value) for key, value in environ.items()
             if (key.startswith("HTTP_") and key not in _BODY_HEADER_KEYS)
             or (key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value)]
-
-
-_BODY_HEADER_KEYS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 
 
 def check_client(req: Request) -> None:
