@@ -258,8 +258,18 @@ def test_without_a_verified_copy_the_node_stays_up_and_answers_503(tmp_path: Pat
         assert len(workers_of(master)) == 2
         key_path.write_bytes(good)  # the operator restores the file: no restart needed
         assert wait_for(lambda: healed(base), 30), "did not heal"
-        query = env.redirect_query(env.authn_request(request_id="_healed"))
-        assert requests.get(base + "/saml/sso?" + query, allow_redirects=False, timeout=TIMEOUT).status_code == 302
+        attempt = iter(range(10_000))
+
+        def signs_in_again() -> bool:
+            """Ten sign-in starts in a row, fresh AuthnRequests on new connections, all sent on to sign in (302):
+            /healthz answering 200 ten times may all have come from the worker that reloaded first."""
+            for _ in range(10):
+                query = env.redirect_query(env.authn_request(request_id=f"_healed-{next(attempt)}"))
+                if requests.get(base + "/saml/sso?" + query, allow_redirects=False, timeout=TIMEOUT).status_code != 302:
+                    return False
+            return True
+
+        assert wait_for(signs_in_again, 30), "sign-ins did not come back after the key file was restored"
         assert requests.get(base + "/saml/metadata", timeout=TIMEOUT).status_code == 200
         server.stop()
         server_log = b"".join(log).decode(errors="replace")
