@@ -17,6 +17,11 @@ _DATETIME_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?$")
 
 
+_XS_SECONDS = "%04d-%02d-%02dT%02d:%02d:%02dZ"
+_XS_MILLISECONDS = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ"
+_XS_MICROSECONDS = "%04d-%02d-%02dT%02d:%02d:%02d.%06d"
+
+
 class NaiveTimeError(ValueError):
     """A datetime without a time zone was given where an instant is needed."""
 
@@ -57,12 +62,14 @@ def format_xs_datetime(moment: datetime, precision: Precision = "seconds") -> st
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise NaiveTimeError(f"time {moment.isoformat()} has no time zone; pass an aware UTC datetime")
     utc = moment.astimezone(UTC)
-    text = utc.replace(microsecond=0, tzinfo=None).isoformat()  # the fastest exact form (signing hot path)
+    # %-formatting the fields is about twice as fast as isoformat() (nine times per signed Response) and
+    # gives the same text: %04d zero-pads the year as isoformat does; milliseconds are truncated, not rounded.
+    fields = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
     if precision == "milliseconds":
-        text += f".{utc.microsecond // 1000:03d}"
-    elif precision == "auto" and utc.microsecond:
-        text += f".{utc.microsecond:06d}".rstrip("0")
-    return text + "Z"
+        return _XS_MILLISECONDS % (*fields, utc.microsecond // 1000)
+    if precision == "auto" and utc.microsecond:
+        return (_XS_MICROSECONDS % (*fields, utc.microsecond)).rstrip("0") + "Z"
+    return _XS_SECONDS % fields
 
 
 def format_display(moment: datetime) -> str:
