@@ -67,6 +67,24 @@ class RedirectMessage:
     param: str
 
 
+# The escapes a percent-encoded base64 value (and a SigAlg URI) is made of, upper- and lower-case hex.
+# Replacing them with str.replace first is what unquote_to_bytes would do to them, and much faster than
+# its per-escape Python loop: none of the replacements is '%' or a hex digit, so no escape is created,
+# destroyed or decoded twice; whatever '%' is left is decoded by unquote_to_bytes as before.
+_COMMON_ESCAPES = (("%2B", "+"), ("%2b", "+"), ("%2F", "/"), ("%2f", "/"), ("%3D", "="), ("%3d", "="),
+                   ("%3A", ":"), ("%3a", ":"), ("%23", "#"))
+
+
+def _percent_decode(raw: str) -> bytes:
+    """``unquote_to_bytes(raw)``, with the common escapes decoded in C first."""
+    if "%" in raw:
+        for escape, char in _COMMON_ESCAPES:
+            raw = raw.replace(escape, char)
+        if "%" in raw:
+            return unquote_to_bytes(raw)
+    return raw.encode("utf-8")
+
+
 def _split_query(raw_query: str, param: str) -> dict[str, str]:
     """Map each parameter we care about to its RAW (still percent-encoded) value; refuse duplicates."""
     wanted = (param, *_SIGNED_PARAMS)
@@ -75,10 +93,13 @@ def _split_query(raw_query: str, param: str) -> dict[str, str]:
         if not part:
             continue
         raw_name, _, raw_value = part.partition("=")
-        try:
-            name = unquote_to_bytes(raw_name.replace("+", " ")).decode("utf-8")
-        except UnicodeDecodeError:
-            continue  # not a parameter we read
+        if raw_name in wanted:
+            name = raw_name  # no '%' or '+' in it: decoding would give it back unchanged
+        else:
+            try:
+                name = unquote_to_bytes(raw_name.replace("+", " ")).decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # not a parameter we read
         if name not in wanted:
             continue
         if not raw_value.isascii():
@@ -95,7 +116,7 @@ def _split_query(raw_query: str, param: str) -> dict[str, str]:
 def _unquote_ascii(raw: str, name: str, *, plus_is_space: bool) -> str:
     if plus_is_space:
         raw = raw.replace("+", " ")
-    data = unquote_to_bytes(raw)
+    data = _percent_decode(raw)
     try:
         return data.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -157,7 +178,7 @@ def decode_redirect(raw_query: str, *, param: str = PARAM_REQUEST,
 
     relay_state: str | None = None
     if "RelayState" in raw:
-        rs_bytes = unquote_to_bytes(raw["RelayState"].replace("+", " "))
+        rs_bytes = _percent_decode(raw["RelayState"].replace("+", " "))
         if len(rs_bytes) > limits.max_relay_state_bytes:
             raise RequestError(f"RelayState is {len(rs_bytes)} bytes; the limit is "
                                f"{limits.max_relay_state_bytes}", code="relay_state_too_long")
