@@ -13,16 +13,18 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
+from typing import NamedTuple
 
 from cryptography import x509
 from lxml import etree
 
 from idp_bridge.saml.algorithms import fingerprint
 from idp_bridge.saml.bindings import RedirectMessage, verify_redirect_signature
-from idp_bridge.saml.checks import Checks
+from idp_bridge.saml.checks import NOT_CHECKED, Checks
 from idp_bridge.saml.errors import MetadataError, RequestError, SignatureError, StatusResponseError
 from idp_bridge.saml.metadata import ServiceProviderMetadata, parse_xs_boolean
 from idp_bridge.saml.time import format_xs_datetime, parse_xs_datetime
@@ -180,21 +182,49 @@ NAMEID_UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
 ISSUABLE_NAMEID_FORMATS = (NAMEID_TRANSIENT, NAMEID_UNSPECIFIED)
 
 
+class _Rule(NamedTuple):
+    """One rule's outcome, decided when judged; its texts are written only when someone reads them."""
+
+    name: str
+    ok: bool
+    code: str
+    #: ``(expected, actual, detail)``: the :class:`Check` texts (``detail`` is only kept when not ok).
+    texts: Callable[[], tuple[str, str, str]]
+
+
+def _skipped(name: str, expected: str, why: str, code: str) -> _Rule:
+    """:meth:`Checks.skip` as a :class:`_Rule`."""
+    return _Rule(name, False, code, lambda: (expected, NOT_CHECKED + why, NOT_CHECKED + why))
+
+
 @dataclass(frozen=True)
 class RequestVerdict:
-    """Every rule's :class:`Check` for one AuthnRequest; :meth:`accept` is the live path's decision."""
+    """Every rule's :class:`Check` for one AuthnRequest; :meth:`accept` is the live path's decision.
+
+    The rules are decided when judged, but their operator-facing texts (fingerprints, ACS lists, time
+    windows) are written only when read: :attr:`checks` writes them all (``decode``, ``check``), while
+    :meth:`accept`, the live path, writes only the message of the first failed rule, if any.
+    """
 
     request: AuthnRequest
-    checks: Checks
+    _rules: tuple[_Rule, ...] = field(repr=False)
     #: Where a Response would go (from the SP's metadata), when the ACS check passed.
     acs_url: str | None
     sp_entity_id: str | None
     #: The certificate that verified the query signature (None when unsigned or unverified).
     certificate: x509.Certificate | None = None
 
+    @cached_property
+    def checks(self) -> Checks:
+        checks = Checks()
+        for rule in self._rules:
+            expected, actual, detail = rule.texts()
+            checks.add(rule.name, rule.ok, expected, actual, code=rule.code, detail=detail)
+        return checks
+
     @property
     def ok(self) -> bool:
-        return self.checks.ok
+        return bool(self._rules) and all(rule.ok for rule in self._rules)
 
     def accept(self) -> AcceptedRequest:
         """The accepted request, or the typed error of the first failed check.
@@ -202,85 +232,95 @@ class RequestVerdict:
         A NameIDPolicy we cannot satisfy (all else being fine) raises :class:`StatusResponseError`: the
         caller answers the SP with a signed ``InvalidNameIDPolicy`` Response at ``acs_url``.
         """
-        failed = self.checks.first_failure()
+        failed = next((rule for rule in self._rules if not rule.ok), None)
         if failed is None:
             assert self.acs_url is not None and self.sp_entity_id is not None
             return AcceptedRequest(request=self.request, acs_url=self.acs_url, sp_entity_id=self.sp_entity_id)
+        detail = failed.texts()[2]
         if failed.name == "name_id_policy" and self.acs_url is not None:
-            raise StatusResponseError(failed.detail, code=failed.code, sub_status=STATUS_INVALID_NAMEID_POLICY,
+            raise StatusResponseError(detail, code=failed.code, sub_status=STATUS_INVALID_NAMEID_POLICY,
                                       acs_url=self.acs_url, in_response_to=self.request.id)
         error = SignatureError if failed.name == "signature" else RequestError
-        raise error(failed.detail, code=failed.code)
+        raise error(detail, code=failed.code)
 
 
-def _signature_check(checks: Checks, redirect: RedirectMessage | None, sp: ServiceProviderMetadata | None,
-                     ) -> tuple[bool, x509.Certificate | None]:
-    """Record the query-signature check; return (signed and verified, certificate)."""
+_NO_QUERY = RedirectMessage(xml=b"", relay_state=None, sig_alg=None, signature=None, signed_octets=None,
+                            param="SAMLRequest")
+
+
+def _signature_rule(redirect: RedirectMessage | None, sp: ServiceProviderMetadata | None,
+                    ) -> tuple[_Rule, x509.Certificate | None]:
+    """The query-signature rule, and the certificate that verified (None: unsigned or not verified)."""
     if sp is None:
-        checks.skip("signature", "a query signature by the SP's metadata key", "the Issuer is not a configured SP",
-                    code="unknown_issuer")
-        return False, None
-    fps = ", ".join(fingerprint(c) for c in sp.signing_certificates) or "none"
-    expected = (f"query signature by {fps}" if sp.authn_requests_signed
-                else f"unsigned, or a query signature by {fps}")
-    message = redirect or RedirectMessage(xml=b"", relay_state=None, sig_alg=None, signature=None,
-                                          signed_octets=None, param="SAMLRequest")
+        return _skipped("signature", "a query signature by the SP's metadata key", "the Issuer is not a configured SP",
+                        "unknown_issuer"), None
+    certificates, required = sp.signing_certificates, sp.authn_requests_signed
+
+    def expected() -> str:
+        fps = ", ".join(fingerprint(c) for c in certificates) or "none"
+        return f"query signature by {fps}" if required else f"unsigned, or a query signature by {fps}"
+
+    message = redirect or _NO_QUERY
     try:
-        cert = verify_redirect_signature(message, sp.signing_certificates, required=sp.authn_requests_signed)
+        cert = verify_redirect_signature(message, certificates, required=required)
     except SignatureError as exc:
-        actual = "unsigned" if exc.code == "signature_missing" else exc.operator
-        checks.add("signature", False, expected, actual, code=exc.code, detail=exc.operator)
-        return False, None
+        code, operator = exc.code, exc.operator  # ``exc`` itself is unbound after the except block
+        actual = "unsigned" if code == "signature_missing" else operator
+        return _Rule("signature", False, code, lambda: (expected(), actual, operator)), None
     if cert is None:
-        checks.add("signature", True, expected, "unsigned (this SP's metadata allows it)")
-        return False, None
-    checks.add("signature", True, expected, f"query signature ({message.sig_alg}) verified with {fingerprint(cert)}")
-    return True, cert
+        return _Rule("signature", True, "", lambda: (expected(), "unsigned (this SP's metadata allows it)", "")), None
+    verified_by = cert
+    return _Rule("signature", True, "", lambda: (
+        expected(), f"query signature ({message.sig_alg}) verified with {fingerprint(verified_by)}", "")), cert
 
 
-def _choose_acs(checks: Checks, req: AuthnRequest, sp: ServiceProviderMetadata) -> str | None:
-    posts = sp.post_acs_endpoints
-    listed = ", ".join(f"{e.location} [index {e.index}, {e.binding}]" for e in sp.acs_endpoints)
-    expected = f"an HTTP-POST ACS of SP {sp.entity_id}'s metadata: {listed or 'none'}"
+def _acs_rule(req: AuthnRequest, sp: ServiceProviderMetadata) -> tuple[_Rule, str | None]:
+    """The ACS rule, and the location the Response goes to (None: refused)."""
 
-    def refuse(actual: str, code: str, detail: str) -> None:
-        checks.add("acs", False, expected, actual, code=code, detail=detail)
+    def listed() -> str:
+        return ", ".join(f"{e.location} [index {e.index}, {e.binding}]" for e in sp.acs_endpoints)
+
+    def expected() -> str:
+        return f"an HTTP-POST ACS of SP {sp.entity_id}'s metadata: {listed() or 'none'}"
+
+    def passed(actual: str, location: str) -> tuple[_Rule, str | None]:
+        return _Rule("acs", True, "", lambda: (expected(), actual, "")), location
+
+    def refused(actual: str, code: str, detail: str) -> tuple[_Rule, str | None]:
+        return _Rule("acs", False, code, lambda: (expected(), actual, detail)), None
 
     if req.acs_url is not None:
-        if req.acs_url not in sp.acs_locations:
-            refuse(req.acs_url, "acs_not_in_metadata", f"AssertionConsumerServiceURL {req.acs_url!r} is not in the "
-                   f"metadata of SP {sp.entity_id}; metadata lists: {listed}")
-            return None
-        if not any(e.location == req.acs_url for e in posts):
-            refuse(req.acs_url, "acs_binding_unsupported", f"ACS {req.acs_url!r} of SP {sp.entity_id} has no "
-                   f"HTTP-POST binding in metadata; metadata lists: {listed}")
-            return None
-        checks.add("acs", True, expected, req.acs_url)
-        return req.acs_url
+        at_url = [e for e in sp.acs_endpoints if e.location == req.acs_url]
+        if not at_url:
+            return refused(req.acs_url, "acs_not_in_metadata", f"AssertionConsumerServiceURL {req.acs_url!r} is not "
+                           f"in the metadata of SP {sp.entity_id}; metadata lists: {listed()}")
+        if not any(e.binding == BINDING_POST for e in at_url):
+            return refused(req.acs_url, "acs_binding_unsupported", f"ACS {req.acs_url!r} of SP {sp.entity_id} has "
+                           f"no HTTP-POST binding in metadata; metadata lists: {listed()}")
+        return passed(req.acs_url, req.acs_url)
     if req.acs_index is not None:
         match = [e for e in sp.acs_endpoints if e.index == req.acs_index]
         if not match:
-            refuse(f"index {req.acs_index}", "acs_not_in_metadata", f"AssertionConsumerServiceIndex "
-                   f"{req.acs_index} is not in the metadata of SP {sp.entity_id}; metadata lists: {listed}")
-            return None
+            return refused(f"index {req.acs_index}", "acs_not_in_metadata", f"AssertionConsumerServiceIndex "
+                           f"{req.acs_index} is not in the metadata of SP {sp.entity_id}; metadata lists: {listed()}")
         if match[0].binding != BINDING_POST:
-            refuse(f"index {req.acs_index} ({match[0].binding})", "acs_binding_unsupported",
-                   f"ACS index {req.acs_index} of SP {sp.entity_id} uses {match[0].binding}; only "
-                   f"{BINDING_POST} is supported")
-            return None
-        checks.add("acs", True, expected, f"index {req.acs_index}: {match[0].location}")
-        return match[0].location
+            return refused(f"index {req.acs_index} ({match[0].binding})", "acs_binding_unsupported",
+                           f"ACS index {req.acs_index} of SP {sp.entity_id} uses {match[0].binding}; only "
+                           f"{BINDING_POST} is supported")
+        return passed(f"index {req.acs_index}: {match[0].location}", match[0].location)
     try:
         location = sp.default_acs().location
     except MetadataError as exc:
-        refuse("(absent: default ACS)", exc.code, exc.operator)
-        return None
-    checks.add("acs", True, expected, f"(absent: default ACS) {location}")
-    return location
+        return refused("(absent: default ACS)", exc.code, exc.operator)
+    return passed(f"(absent: default ACS) {location}", location)
 
 
 def _iso(value: datetime) -> str:
     return format_xs_datetime(value, "milliseconds")
+
+
+_POLICY_EXPECTED = ("NameIDPolicy absent, or Format " + " or ".join(ISSUABLE_NAMEID_FORMATS)
+                    + " and SPNameQualifier absent or the SP's entity ID")
 
 
 def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None, sso_urls: Sequence[str],
@@ -292,66 +332,86 @@ def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None
     ``sp`` is the configured SP whose entity ID is the Issuer (None: none is). ``redirect`` is the
     HTTP-Redirect message it came in (None: no query, so no query signature). Replay (seen IDs) is
     the caller's job with the database.
+
+    Each rule's outcome is decided here; its texts are closures over values that do not change (the
+    sequences are copied), run only when read (see :class:`RequestVerdict`).
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
-    checks = Checks()
+    sso_urls, known_entity_ids = tuple(sso_urls), tuple(known_entity_ids)
+    rules: list[_Rule] = []
     if sp is None or req.issuer != sp.entity_id:
         known = ", ".join(known_entity_ids or ([sp.entity_id] if sp else [])) or "none"
-        checks.add("issuer", False, f"the entity ID of a configured SP ({known})", repr(req.issuer),
-                   code="unknown_issuer",
-                   detail=f"AuthnRequest Issuer {req.issuer!r} is not a configured SP; known entity IDs: {known}")
+        rules.append(_Rule("issuer", False, "unknown_issuer", lambda: (
+            f"the entity ID of a configured SP ({known})", repr(req.issuer),
+            f"AuthnRequest Issuer {req.issuer!r} is not a configured SP; known entity IDs: {known}")))
         sp = None
     else:
-        checks.add("issuer", True, sp.entity_id, repr(req.issuer))
-    signed, cert = _signature_check(checks, redirect, sp)
+        entity_id = sp.entity_id
+        rules.append(_Rule("issuer", True, "", lambda: (entity_id, repr(req.issuer), "")))
+    signature, cert = _signature_rule(redirect, sp)
+    rules.append(signature)
+    signed = cert is not None
 
-    sso = " or ".join(sso_urls)
     if req.destination is None:
         # SAML bindings §3.4.5.2: a signed message MUST carry Destination (or the signature could be replayed
         # at another IdP that trusts the same SP key).
-        checks.add("destination", not signed, f"{sso} (required: the request is signed)" if signed else sso,
-                   "(absent)", code="destination_missing",
-                   detail="the AuthnRequest is signed but carries no Destination; SAML bindings §3.4.5.2 requires "
-                          f"it (expected {sso})")
+        rules.append(_Rule("destination", not signed, "destination_missing", lambda: (
+            f"{' or '.join(sso_urls)} (required: the request is signed)" if signed else " or ".join(sso_urls),
+            "(absent)",
+            "the AuthnRequest is signed but carries no Destination; SAML bindings §3.4.5.2 requires "
+            f"it (expected {' or '.join(sso_urls)})")))
     else:
-        checks.add("destination", req.destination in sso_urls, sso, req.destination, code="destination_mismatch",
-                   detail=f"AuthnRequest Destination {req.destination!r} is not our SSO URL; expected one of: "
-                          + ", ".join(sso_urls))
-    checks.add("protocol_binding", req.protocol_binding in (None, BINDING_POST), f"{BINDING_POST} or absent",
-               req.protocol_binding or "(absent)", code="binding_unsupported",
-               detail=f"AuthnRequest asks for ProtocolBinding {req.protocol_binding!r}; only {BINDING_POST} is "
-                      "supported")
-    window = f"{_iso(now - skew)} … {_iso(now + skew)} (now {_iso(now)} ± {skew})"
-    if req.issue_instant < now - skew:
-        checks.add("issue_instant", False, window, _iso(req.issue_instant), code="request_stale",
-                   detail=f"AuthnRequest {req.id} IssueInstant {_iso(req.issue_instant)} is older than now "
-                          f"{_iso(now)} minus the allowed skew {skew}")
-    elif req.issue_instant > now + skew:
-        checks.add("issue_instant", False, window, _iso(req.issue_instant), code="request_from_future",
-                   detail=f"AuthnRequest {req.id} IssueInstant {_iso(req.issue_instant)} is later than now "
-                          f"{_iso(now)} plus the allowed skew {skew}")
+        destination = req.destination
+        rules.append(_Rule("destination", destination in sso_urls, "destination_mismatch", lambda: (
+            " or ".join(sso_urls), destination,
+            f"AuthnRequest Destination {destination!r} is not our SSO URL; expected one of: " + ", ".join(sso_urls))))
+    rules.append(_Rule("protocol_binding", req.protocol_binding in (None, BINDING_POST), "binding_unsupported",
+                       lambda: (f"{BINDING_POST} or absent", req.protocol_binding or "(absent)",
+                                f"AuthnRequest asks for ProtocolBinding {req.protocol_binding!r}; only "
+                                f"{BINDING_POST} is supported")))
+
+    earliest, latest = now - skew, now + skew
+
+    def window() -> str:
+        return f"{_iso(earliest)} … {_iso(latest)} (now {_iso(now)} ± {skew})"
+
+    if req.issue_instant < earliest:
+        rules.append(_Rule("issue_instant", False, "request_stale", lambda: (
+            window(), _iso(req.issue_instant),
+            f"AuthnRequest {req.id} IssueInstant {_iso(req.issue_instant)} is older than now "
+            f"{_iso(now)} minus the allowed skew {skew}")))
+    elif req.issue_instant > latest:
+        rules.append(_Rule("issue_instant", False, "request_from_future", lambda: (
+            window(), _iso(req.issue_instant),
+            f"AuthnRequest {req.id} IssueInstant {_iso(req.issue_instant)} is later than now "
+            f"{_iso(now)} plus the allowed skew {skew}")))
     else:
-        checks.add("issue_instant", True, window, _iso(req.issue_instant))
+        rules.append(_Rule("issue_instant", True, "", lambda: (window(), _iso(req.issue_instant), "")))
 
     acs_url: str | None = None
-    policy_expected = ("NameIDPolicy absent, or Format " + " or ".join(ISSUABLE_NAMEID_FORMATS)
-                       + " and SPNameQualifier absent or the SP's entity ID")
     if sp is None:
-        checks.skip("acs", "an HTTP-POST ACS of the SP's metadata", "the Issuer is not a configured SP",
-                    code="unknown_issuer")
-        checks.skip("name_id_policy", policy_expected, "the Issuer is not a configured SP", code="unknown_issuer")
+        rules.append(_skipped("acs", "an HTTP-POST ACS of the SP's metadata", "the Issuer is not a configured SP",
+                              "unknown_issuer"))
+        rules.append(_skipped("name_id_policy", _POLICY_EXPECTED, "the Issuer is not a configured SP",
+                              "unknown_issuer"))
     else:
-        acs_url = _choose_acs(checks, req, sp)
+        acs, acs_url = _acs_rule(req, sp)
+        rules.append(acs)
+        entity_id = sp.entity_id
         fmt_ok = req.name_id_format is None or req.name_id_format in ISSUABLE_NAMEID_FORMATS
-        spnq_ok = req.sp_name_qualifier is None or req.sp_name_qualifier == sp.entity_id
-        actual = (f"Format {req.name_id_format or '(absent)'}, SPNameQualifier {req.sp_name_qualifier or '(absent)'}"
-                  if req.has_name_id_policy else "(no NameIDPolicy)")
-        checks.add("name_id_policy", fmt_ok and spnq_ok, policy_expected, actual, code="invalid_name_id_policy",
-                   detail=f"AuthnRequest {req.id} asks for a NameID we cannot issue ({actual}); we issue "
-                          f"{NAMEID_TRANSIENT} qualified by {sp.entity_id}: answered with a signed "
-                          "InvalidNameIDPolicy Response")
-    return RequestVerdict(request=req, checks=checks, acs_url=acs_url,
+        spnq_ok = req.sp_name_qualifier is None or req.sp_name_qualifier == entity_id
+
+        def policy_texts() -> tuple[str, str, str]:
+            actual = (f"Format {req.name_id_format or '(absent)'}, SPNameQualifier "
+                      f"{req.sp_name_qualifier or '(absent)'}" if req.has_name_id_policy else "(no NameIDPolicy)")
+            return (_POLICY_EXPECTED, actual,
+                    f"AuthnRequest {req.id} asks for a NameID we cannot issue ({actual}); we issue "
+                    f"{NAMEID_TRANSIENT} qualified by {entity_id}: answered with a signed "
+                    "InvalidNameIDPolicy Response")
+
+        rules.append(_Rule("name_id_policy", fmt_ok and spnq_ok, "invalid_name_id_policy", policy_texts))
+    return RequestVerdict(request=req, _rules=tuple(rules), acs_url=acs_url,
                           sp_entity_id=sp.entity_id if sp is not None else None, certificate=cert)
 
 
