@@ -41,6 +41,10 @@ from idp_bridge.saml.xml import (
 
 NAMEID_ENTITY = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 _REQUEST_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,255}")
+_SAMLP_AUTHN_REQUEST = qname(NS_SAMLP, "AuthnRequest")
+_SAMLP_NAME_ID_POLICY = qname(NS_SAMLP, "NameIDPolicy")
+_SAML_ISSUER = qname(NS_SAML, "Issuer")
+_DS_SIGNATURE = qname(NS_DS, "Signature")
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,10 @@ def _bool_attr(el: etree._Element, name: str, default: bool) -> bool:
 def parse_authn_request(xml: bytes) -> AuthnRequest:
     """Parse an AuthnRequest a peer sent (already inflated/decoded). Structural checks only."""
     root = parse_untrusted(xml, what="AuthnRequest")
-    if root.tag != qname(NS_SAMLP, "AuthnRequest"):
+    if root.tag != _SAMLP_AUTHN_REQUEST:
         raise RequestError(f"message root is {root.tag}; expected {{{NS_SAMLP}}}AuthnRequest",
                            code="not_authn_request")
-    if next(root.iter(qname(NS_DS, "Signature")), None) is not None:
+    if next(root.iter(_DS_SIGNATURE), None) is not None:
         raise RequestError("AuthnRequest carries an embedded ds:Signature; only the HTTP-Redirect query "
                            "signature is accepted", code="embedded_signature_refused")
     version = root.get("Version")
@@ -104,7 +108,7 @@ def parse_authn_request(xml: bytes) -> AuthnRequest:
         raise RequestError(f"AuthnRequest {request_id}: IssueInstant {instant_text!r} is not an xs:dateTime",
                            code="request_malformed") from exc
 
-    issuers = root.findall(qname(NS_SAML, "Issuer"))
+    issuers = list(root.iterchildren(_SAML_ISSUER))  # = findall(), without its ElementPath machinery
     if len(issuers) == 1 and len(issuers[0]):
         # A comment or PI splits the text: ".text" would stop at it (``https://sp/<!---->.evil``).
         kinds = sorted({"element" if isinstance(c.tag, str) else type(c).__name__.lstrip("_") for c in issuers[0]})
@@ -135,7 +139,7 @@ def parse_authn_request(xml: bytes) -> AuthnRequest:
                                "AssertionConsumerServiceIndex; SAML core §3.4.1 allows one",
                                code="request_malformed")
 
-    policy = root.find(qname(NS_SAMLP, "NameIDPolicy"))
+    policy = next(root.iterchildren(_SAMLP_NAME_ID_POLICY), None)  # = find()
     name_id_format = sp_name_qualifier = None
     allow_create: bool | None = None
     if policy is not None:

@@ -34,7 +34,7 @@ def parse_xs_datetime(text: str) -> datetime:
     m = _DATETIME_RE.match(text.strip())
     if not m:
         raise ValueError(f"not an xs:dateTime: {text!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    year, month, day, hour, minute, second = map(int, m.group(1, 2, 3, 4, 5, 6))
     micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
     zone = m.group(8)
     tz: tzinfo = UTC
