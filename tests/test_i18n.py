@@ -120,6 +120,8 @@ def lang_of(html: str) -> str:
     ("zh-CN,zh;q=0.9,en;q=0.8", "zh-CN"), ("zh", "zh-CN"), ("zh-TW", "zh-CN"), ("zh-Hans", "zh-CN"),
     ("en-US,en;q=0.9", "en"), ("en-GB", "en"), ("fr-FR", "en"), ("", "en"), ("de, zh-CN;q=0.5", "zh-CN"),
     ("en;q=0.4, zh;q=0.8", "zh-CN"),
+    # longer than the remembered headers (web/i18n.py MAX_CACHED_HEADER): parsed each time, same rule
+    (", ".join(f"x{i}-y;q=0.{i % 9 + 1}" for i in range(30)) + ", zh;q=0.05", "zh-CN"),
 ])
 def test_accept_language_picks_the_page_language(app: Flask, header: str, expected: str) -> None:
     page = app.test_client().get("/login", headers={"Accept-Language": header} if header else {})
@@ -127,6 +129,9 @@ def test_accept_language_picks_the_page_language(app: Flask, header: str, expect
     assert lang_of(html) == expected
     assert ("用户 ID" in html) == (expected == "zh-CN") and ("User ID" in html) == (expected == "en")
     assert not foreign_strings_in(html, expected)
+    # asked again (the answer for a short header is remembered): the same page language
+    assert lang_of(app.test_client().get("/login", headers={"Accept-Language": header} if header else {})
+                   .get_data(as_text=True)) == expected
 
 
 def test_default_locale_is_configurable(env: Env) -> None:
