@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from itertools import islice
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +32,16 @@ _SECRET_KEY_RE = re.compile(
     re.IGNORECASE,
 )
 _COLUMN_LIMITS = {"event_uid": 64, "event": 32, "reason_code": 64, "correlation_id": 128, "sp": 1024, "customer": 256}
+
+
+class PreparedRow(NamedTuple):
+    """One event as ``AuditRepository.record_prepared`` inserts it: checked, bounded, scrubbed, every value
+    already in the database's form. Made by ``AuditRepository.prepare``, before the write transaction."""
+
+    dialect: str
+    params: tuple[Any, ...]
+    detail_json: str  # the ``detail`` column's text: ``json.dumps`` of the scrubbed detail (``null``: none)
+    event_uid: str | None
 
 
 @dataclass(frozen=True)
@@ -52,17 +64,29 @@ def scrub_detail(detail: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+@lru_cache(maxsize=1024)
+def _is_secret_name(name: str) -> bool:
+    """Whether values under ``name`` are redacted (names are mostly the same few, so the answer is kept)."""
+    return _SECRET_KEY_RE.search(name) is not None
+
+
 def _scrub(value: Any, depth: int) -> Any:
     if depth > MAX_DETAIL_DEPTH:
         return "[too deep]"
     if isinstance(value, dict):
         out: dict[str, Any] = {}
-        for key, item in list(value.items())[:MAX_DETAIL_ITEMS]:
+        shallow = depth < MAX_DETAIL_DEPTH  # a value one level down is still kept (not "[too deep]")
+        for key, item in islice(value.items(), MAX_DETAIL_ITEMS):
             name = str(key)[:64]
-            out[name] = REDACTED if _SECRET_KEY_RE.search(name) else _scrub(item, depth + 1)
+            if _is_secret_name(name):
+                out[name] = REDACTED
+            elif shallow and type(item) is str and len(item) <= MAX_DETAIL_STRING:  # the usual case: as it is
+                out[name] = item
+            else:
+                out[name] = _scrub(item, depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [_scrub(item, depth + 1) for item in list(value)[:MAX_DETAIL_ITEMS]]
+        return [_scrub(item, depth + 1) for item in islice(value, MAX_DETAIL_ITEMS)]
     if value is None or isinstance(value, bool | int | float):
         return value
     text = str(value)
@@ -71,7 +95,7 @@ def _scrub(value: Any, depth: int) -> Any:
 
 def _values(*, event: str, outcome: str, reason_code: str | None = None, correlation_id: str | None = None,
             sp: str | None = None, customer: str | None = None, detail: dict[str, Any] | None = None,
-            at: datetime | str, event_uid: str | None = None) -> dict[str, Any]:
+            at: datetime | str, event_uid: str | None = None, scrubbed: bool = False) -> dict[str, Any]:
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
     if not event:
@@ -86,7 +110,7 @@ def _values(*, event: str, outcome: str, reason_code: str | None = None, correla
         "correlation_id": correlation_id,
         "sp": sp,
         "customer": customer,
-        "detail": scrub_detail(detail) if detail is not None else None,
+        "detail": scrub_detail(detail) if detail is not None and not scrubbed else detail,
         "event_uid": event_uid,
     }
     for column, limit in _COLUMN_LIMITS.items():
@@ -126,12 +150,39 @@ class AuditRepository:
         event_uid: str | None = None,
     ) -> bool:
         """Store one event; with ``event_uid`` a second copy of the same event is ignored (False)."""
+        return self.record_prepared(self.prepare(
+            event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id, sp=sp,
+            customer=customer, detail=detail, now=now, event_uid=event_uid))
+
+    def prepare(
+        self,
+        *,
+        event: str,
+        outcome: str,
+        reason_code: str | None = None,
+        correlation_id: str | None = None,
+        sp: str | None = None,
+        customer: str | None = None,
+        detail: dict[str, Any] | None = None,
+        now: datetime,
+        event_uid: str | None = None,
+        scrubbed: bool = False,
+    ) -> PreparedRow:
+        """The row ``record`` would insert, for ``record_prepared``; ValueError if it is not one (unknown
+        outcome, no event name, naive ``now``). ``scrubbed``: ``detail`` already came from ``scrub_detail``."""
         v = _values(event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id,
-                    sp=sp, customer=customer, detail=detail, at=now, event_uid=event_uid)
+                    sp=sp, customer=customer, detail=detail, at=now, event_uid=event_uid, scrubbed=scrubbed)
         hot = self._hot
-        return hot.count(self._record, (hot.stamp(v["at"]), v["event"], v["outcome"], v["reason_code"],
-                                        v["correlation_id"], v["sp"], v["customer"], hot.json(v["detail"]),
-                                        v["event_uid"])) == 1
+        detail_json = hot.json(v["detail"])
+        return PreparedRow(self._db.dialect, (hot.stamp(v["at"]), v["event"], v["outcome"], v["reason_code"],
+                                              v["correlation_id"], v["sp"], v["customer"], detail_json,
+                                              v["event_uid"]), detail_json, v["event_uid"])
+
+    def record_prepared(self, row: PreparedRow) -> bool:
+        """Store a row from ``prepare`` (of a store of this kind); False if its ``event_uid`` is already stored."""
+        if row.dialect != self._db.dialect:
+            raise ValueError(f"an audit row prepared for {row.dialect} cannot be stored in {self._db.dialect}")
+        return self._hot.count(self._record, row.params) == 1
 
     def restore(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Store events written down while the database was away (keys as ``record`` takes them, ``now``
