@@ -7,6 +7,10 @@ While the database is away an event is written to the local spool (ops/spool.py)
 unique id it would have had, and stored from there once the database is back: none is lost, none
 is stored twice.
 
+``audit`` is ``audit_prepared(prepare_audit(...))``. A caller that holds a write transaction (an SSO: replay
+claim, audit row, session) prepares the event before it, so that inside it only the log line is written
+and the row inserted: the detail scrubbed once, its JSON made once for both, the row stamped and bounded.
+
 Refusals are what anonymous traffic can cause at will, so the database takes at most
 ``REFUSALS_PER_MINUTE`` of them per (event, reason) and minute in each process; the rest are only
 logged, and once the minute is over one summary row says how many were left out (``detail.suppressed``),
@@ -19,19 +23,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 import threading
-import uuid
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 
 from idp_bridge.ops.metrics import count_event
 from idp_bridge.ops.spool import AuditSpool
 from idp_bridge.store import Store, StoreUnavailableError
-from idp_bridge.store.audit import scrub_detail
+from idp_bridge.store.audit import PreparedRow, scrub_detail
 
 log = logging.getLogger("idp_bridge.audit")
 
@@ -85,35 +89,124 @@ def refusal_budget(store: Store) -> RefusalBudget:
 def audit(store: Store | None, event: str, outcome: str, *, reason_code: str | None = None,
           correlation_id: str | None = None, sp: str | None = None, customer: str | None = None,
           detail: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
+    audit_prepared(prepare_audit(store, event, outcome, reason_code=reason_code, correlation_id=correlation_id,
+                                 sp=sp, customer=customer, detail=detail, now=now))
+
+
+class PreparedAudit(NamedTuple):
+    """An event made ready by ``prepare_audit``: its detail scrubbed, its log line made and (an ``ok`` event,
+    which is always stored) its database row built, so that ``audit_prepared`` has little left to do."""
+
+    store: Store | None
+    now: dt.datetime
+    event: str
+    outcome: str
+    reason_code: str | None
+    correlation_id: str | None
+    sp: str | None
+    customer: str | None
+    detail: dict[str, Any] | None  # scrubbed
+    line: JsonLine
+    row: PreparedRow | Exception | None  # None: built when stored; an exception: why it cannot be
+
+
+def prepare_audit(store: Store | None, event: str, outcome: str, *, reason_code: str | None = None,
+                  correlation_id: str | None = None, sp: str | None = None, customer: str | None = None,
+                  detail: dict[str, Any] | None = None, now: dt.datetime | None = None) -> PreparedAudit:
+    """What ``audit`` does before it logs or stores anything, for a caller to do before its write transaction;
+    ``audit_prepared`` then logs and stores the event (once per event: an ``ok`` event's id is fixed here)."""
     now = now or dt.datetime.now(dt.UTC)
     detail = scrub_detail(detail) if detail else None
-    line: dict[str, Any] = {"time": now.isoformat(), "event": event, "outcome": outcome, "reason": reason_code,
-            "correlation_id": correlation_id, "sp": sp, "customer": customer}
+    row: PreparedRow | Exception | None = None
+    if store is not None and outcome == "ok":  # a refusal may be left out (budget): its row waits
+        try:
+            row = _prepare_row(store, event, outcome, reason_code, correlation_id, sp, customer, detail, now)
+        except Exception as exc:  # raised where it is stored (and logged there, after the line)
+            row = exc
+    fields: dict[str, Any] = {"time": now.isoformat(), "event": event, "outcome": outcome, "reason": reason_code,
+                              "correlation_id": correlation_id, "sp": sp, "customer": customer}
+    text = _line_text(fields, detail, row) if log.isEnabledFor(logging.INFO) else None  # else never written
     if detail:
-        line["detail"] = detail
-    log.info(JsonLine(line))
-    count_event(event, outcome, reason_code, sp)
+        fields["detail"] = detail
+    return PreparedAudit(store, now, event, outcome, reason_code, correlation_id, sp, customer, detail,
+                         JsonLine(fields, text), row)
+
+
+def _line_text(fields: dict[str, Any], detail: dict[str, Any] | None,
+               row: PreparedRow | Exception | None) -> str | None:
+    """The text ``json.dumps`` makes of ``fields`` with ``detail`` last, without encoding the detail twice: the
+    row's JSON is the line's too unless it has a backslash-u escape (the line keeps non-ASCII as it is).
+    None if it cannot be made here: the handler makes it then, and deals with the error as before."""
+    try:
+        text = json.dumps(fields, ensure_ascii=False, default=str)
+        if not detail:
+            return text
+        shared = row.detail_json if isinstance(row, PreparedRow) else None
+        detail_text = (shared if shared is not None and "\\u" not in shared
+                       else json.dumps(detail, ensure_ascii=False, default=str))
+        return f'{text[:-1]}, "detail": {detail_text}}}'
+    except Exception:  # a value whose str() fails, say: never the caller's problem
+        return None
+
+
+def audit_prepared(prepared: PreparedAudit) -> None:
+    """Log and store an event from ``prepare_audit`` (inside the caller's transaction, if it has one)."""
+    p = prepared
+    log.info(p.line)
+    count_event(p.event, p.outcome, p.reason_code, p.sp)
+    store = p.store
     if store is None:
         return
     try:
-        if outcome != "ok":
-            stored, carried, since = refusal_budget(store).admit(event, reason_code, now)
+        if p.outcome != "ok":
+            stored, carried, since = refusal_budget(store).admit(p.event, p.reason_code, p.now)
             if carried:
-                _store(store, {"event": event, "outcome": outcome, "reason_code": reason_code,
+                _store(store, {"event": p.event, "outcome": p.outcome, "reason_code": p.reason_code,
                                "detail": {"suppressed": carried, "minute": since.isoformat() if since else None,
                                           "note": "refusals of this kind beyond the per-minute budget; "
-                                                  "each one is in the log"}}, now)
+                                                  "each one is in the log"}}, p.now)
             if not stored:
                 return
-        _store(store, {"event": event, "outcome": outcome, "reason_code": reason_code,
-                       "correlation_id": correlation_id, "sp": sp, "customer": customer, "detail": detail}, now)
+        _store_prepared(store, p)
     except Exception:  # an audit write must never turn a refusal into a 500
-        log.exception("could not store audit event %s/%s", event, outcome)
+        log.exception("could not store audit event %s/%s", p.event, p.outcome)
+
+
+def _prepare_row(store: Store, event: str, outcome: str, reason_code: str | None, correlation_id: str | None,
+                 sp: str | None, customer: str | None, detail: dict[str, Any] | None,
+                 now: dt.datetime) -> PreparedRow:
+    return store.audit.prepare(event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id,
+                               sp=sp, customer=customer, detail=detail, scrubbed=True, now=now,
+                               event_uid=_event_uid())
+
+
+def _event_uid() -> str:
+    """``uuid.uuid4().hex`` (random, version and variant bits set alike) without making a UUID object."""
+    n = int.from_bytes(os.urandom(16), "big")
+    n = n & ~(0xC000 << 48) | 0x8000 << 48  # variant: RFC 4122
+    n = n & ~(0xF000 << 64) | 4 << 76  # version 4
+    return f"{n:032x}"
+
+
+def _store_prepared(store: Store, p: PreparedAudit) -> None:
+    """``_store`` for a prepared event (its row made now if it was not yet)."""
+    row = p.row
+    if row is None:
+        row = _prepare_row(store, p.event, p.outcome, p.reason_code, p.correlation_id, p.sp, p.customer, p.detail,
+                           p.now)
+    elif isinstance(row, Exception):
+        raise row
+    try:
+        store.audit.record_prepared(row)
+    except (StoreUnavailableError, DBAPIError, sqlite3.Error) as exc:
+        _spool_event({"event": p.event, "outcome": p.outcome, "reason_code": p.reason_code,
+                      "correlation_id": p.correlation_id, "sp": p.sp, "customer": p.customer, "detail": p.detail,
+                      "event_uid": row.event_uid, "at": p.now.isoformat()}, exc)
 
 
 def _store(store: Store, record: dict[str, Any], now: dt.datetime) -> None:
     """Into the database, or (database away) into the spool, under an id that makes it count once."""
-    record = {**record, "event_uid": uuid.uuid4().hex}
+    record = {**record, "event_uid": _event_uid()}
     try:
         store.audit.record(**record, now=now)
     except (StoreUnavailableError, DBAPIError, sqlite3.Error) as exc:
@@ -134,13 +227,14 @@ def _spool_event(record: dict[str, Any], exc: BaseException) -> None:
 
 class JsonLine:
     """A log message that is a JSON object: ``JsonFormatter`` merges its fields without a round trip through
-    text; any other formatter (a test's caplog, a plain handler) gets the JSON text, made once when asked."""
+    text; any other formatter (a test's caplog, a plain handler) gets the JSON text, made once when asked
+    (or given: ``text`` must be what ``str`` would make of ``fields``)."""
 
     __slots__ = ("fields", "_text")
 
-    def __init__(self, fields: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, Any], text: str | None = None) -> None:
         self.fields = fields
-        self._text: str | None = None
+        self._text = text
 
     def __str__(self) -> str:
         if self._text is None:
@@ -151,24 +245,42 @@ class JsonLine:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; messages that already are JSON objects are merged in."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._heads: dict[tuple[str, str], str] = {}
+
     def format(self, record: logging.LogRecord) -> str:
+        msg = record.msg
+        if (isinstance(msg, JsonLine) and msg.fields and not record.args and not record.exc_info
+                and "level" not in msg.fields and "logger" not in msg.fields):
+            return self._head(record) + str(msg)[1:]  # the same text as the merged dict's, without the dict
         base: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name}
-        if isinstance(record.msg, JsonLine) and not record.args:
-            base.update(record.msg.fields)
+        if isinstance(msg, JsonLine) and not record.args:
+            base.update(msg.fields)
             if record.exc_info:
                 base["exception"] = self.formatException(record.exc_info)
             return json.dumps(base, ensure_ascii=False, default=str)
-        msg = record.getMessage()
-        if msg.startswith("{"):
+        text = record.getMessage()
+        if text.startswith("{"):
             try:
-                base.update(json.loads(msg))
+                base.update(json.loads(text))
             except ValueError:
-                base["message"] = msg
+                base["message"] = text
         else:
-            base["message"] = msg
+            base["message"] = text
         if record.exc_info:
             base["exception"] = self.formatException(record.exc_info)
         return json.dumps(base, ensure_ascii=False, default=str)
+
+    def _head(self, record: logging.LogRecord) -> str:
+        """``{"level": ..., "logger": ..., `` (a line's start), one per level and logger."""
+        key = (record.levelname, record.name)
+        head = self._heads.get(key)
+        if head is None:
+            head = json.dumps({"level": key[0].lower(), "logger": key[1]}, ensure_ascii=False)[:-1] + ", "
+            if len(self._heads) < 1000:
+                self._heads[key] = head
+        return head
 
 
 def configure_logging(level: int = logging.INFO) -> None:
