@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from idp_bridge.errors import RequestError
 from idp_bridge.idp.identity_provider import AnsweredRefusal, PendingLogin, PostForm, utcnow
-from idp_bridge.ops.audit import audit
+from idp_bridge.ops.audit import audit, audit_prepared, prepare_audit
 from idp_bridge.web.auth import bridge, current_customer, require_login_redirect
 from idp_bridge.web.post_form import render_post_form
 from idp_bridge.web.security import correlation_id, csp_nonce
@@ -92,11 +92,13 @@ def _answer(pending: PendingLogin, *, claim_at: dt.datetime | None) -> Response:
                                 session_index=session["session_index"])
         outcome, reason, who = "ok", None, customer.user_id
         detail = {"request_id": pending.request_id, "acs": pending.acs_url, "key_id": form.key_id}
+    # The audit row is built before the transaction (on SQLite it holds the database's write lock).
+    event = prepare_audit(b.store, "login", outcome, reason_code=reason, correlation_id=correlation_id(),
+                          sp=pending.sp_name, customer=who, detail=detail)
     with b.store.transaction():
         if claim_at is not None:
             b.claim_request(pending, now=claim_at)
-        audit(b.store, "login", outcome, reason_code=reason, correlation_id=correlation_id(), sp=pending.sp_name,
-              customer=who, detail=detail)
+        audit_prepared(event)
         persist_session()
     return post_form_page(form)
 
