@@ -30,7 +30,7 @@ DETAILS: list[dict[str, Any]] = [
     LOGIN_DETAIL,
     {"name": "Zoë 山田", "del": "a\x7fb", "literal": "\\u00e9", "ctl": "tab\there\nnl\x01", "quote": 'say "hi"'},
     {"password": "hunter2", "nested": {"SAMLResponse": "PHNhbWw+", "ok": [1, 2.5, True, None, ("t", "u")]},
-     "body": "x" * 10_000, "k" * 100: "long key", "when": NOW, 7: "int key"},
+     "body": "x" * 10_000, "k" * 100: "long key", "when": NOW, 7: "int key"},  # type: ignore[dict-item]  # a non-str key on purpose
     {"deep": {"a": {"b": {"c": {"d": {"e": "too deep"}, "s": "a string five levels down", "n": 5}}}},
      "many": list(range(80)), "tuple": tuple(range(60))},
     {f"key{i}": i for i in range(70)},
@@ -258,7 +258,7 @@ def _reference_format(record: logging.LogRecord, formatter: logging.Formatter) -
     JsonLine({"level": "override", "event": "x"}),
     JsonLine({"logger": "other"}),
     JsonLine({}),
-    JsonLine({1: "int key", None: "none key"}),
+    JsonLine({1: "int key", None: "none key"}),  # type: ignore[dict-item]  # non-str keys on purpose
     '{"event": "text json", "n": 2}',
     "{not json",
     "plain %s",

@@ -68,9 +68,6 @@ class Checks:
     def failed(self) -> list[Check]:
         return [c for c in self.items if not c.ok]
 
-    def first_failure(self) -> Check | None:
-        return next((c for c in self.items if not c.ok), None)
-
     def get(self, name: str) -> Check:
         """The check called ``name`` (KeyError if it was not recorded)."""
         for c in self.items:
