@@ -376,9 +376,10 @@ def best(c: Contender) -> Result:
 
 
 def report(contenders: list[Contender], args: argparse.Namespace) -> dict[str, Any]:
+    threads = f" --threads {args.server_threads}" if args.server_threads is not None else ""
     print(f"\n{args.connections} connections, {args.threads} wrk threads on CPU {args.client_cpu}, servers on CPU "
           f"{args.server_cpus} (gunicorn {'shipped config' if args.server_config == 'prod' else 'sync workers'} "
-          f"-w {args.workers}{', Connection: close' if args.close else ', keep-alive'}), "
+          f"-w {args.workers}{threads}{', Connection: close' if args.close else ', keep-alive'}), "
           f"{args.rounds} x {args.seconds:g} s interleaved; "
           "req/s: best round; CPU: least round's ms per request (web + PostgreSQL backends)")
     print(f"{'contender':40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} {'(web':>6} {'+ db)':>6} "
@@ -442,6 +443,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers, as the README (default 4)")
+    parser.add_argument("--server-threads", type=int, default=None,
+                        help="threads per gthread worker (IDP_BRIDGE_THREADS; default the shipped config's 16)")
     parser.add_argument("--server-config", choices=["prod", "sync"], default="prod",
                         help="prod: the README's production command (shipped gunicorn config, gthread); "
                              "sync: gunicorn's default sync workers")
@@ -479,6 +482,8 @@ def main() -> None:
         print(f"setting up in {work}", flush=True)
         contenders, servers, admin = build(args, work)
         for s in servers:  # one at a time: 4 workers each booting at once on one CPU is slow enough
+            if args.server_threads is not None:
+                s.env = {**s.env, "IDP_BRIDGE_THREADS": str(args.server_threads)}
             s.start(workers=args.workers, cpus=args.server_cpus, config=args.server_config)
             s.wait_ready("/" if s.name in ("hello", "pysaml2") else "/healthz")
         pg = PgBackends(args.pg_url) if "pg" in args.dbs else None
