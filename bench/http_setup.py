@@ -26,7 +26,7 @@ from sqlalchemy import text
 from idp_bridge.config import load_config, read_raw_config, write_raw_config
 from idp_bridge.saml.bindings import encode_redirect
 from idp_bridge.saml.metadata import build_sp_metadata
-from idp_bridge.saml.requests import build_authn_request
+from idp_bridge.saml.request_builder import build_authn_request
 from idp_bridge.saml.signing import PrivateKeySigner
 from idp_bridge.store import Store
 

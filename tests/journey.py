@@ -19,7 +19,7 @@ from idp_bridge.config import Config, load_config, write_raw_config
 from idp_bridge.keys.files import generate_key
 from idp_bridge.saml.bindings import encode_redirect
 from idp_bridge.saml.metadata import build_sp_metadata
-from idp_bridge.saml.requests import build_authn_request
+from idp_bridge.saml.request_builder import build_authn_request
 from idp_bridge.saml.signing import PrivateKeySigner
 from tests.huawei_fixtures import HUAWEI_ACS, HUAWEI_ENTITY_ID
 from tests.pki import TestKey, cached_key

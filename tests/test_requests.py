@@ -14,11 +14,11 @@ from lxml import etree
 from idp_bridge.errors import RequestError, SignatureError, StatusResponseError
 from idp_bridge.saml.bindings import RedirectMessage, decode_redirect, encode_redirect
 from idp_bridge.saml.metadata import Endpoint, ServiceProviderMetadata, build_sp_metadata, parse_sp_metadata
+from idp_bridge.saml.request_builder import build_authn_request
 from idp_bridge.saml.requests import (
     NAMEID_UNSPECIFIED,
     REQUEST_CHECKS,
     AuthnRequest,
-    build_authn_request,
     check_authn_request,
     find_sp,
     judge_authn_request,

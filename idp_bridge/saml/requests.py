@@ -1,4 +1,5 @@
-"""AuthnRequest: parse what Huawei IAM sends, judge it against the SP's metadata, build one (simulator).
+"""AuthnRequest: parse what Huawei IAM sends and judge it against the SP's metadata (building one, the SP's
+side, is saml/request_builder.py).
 
 Rule: every AuthnRequest rule is written once, here. Parsing is structural (and strict where SAML is:
 the Issuer is compared exactly, never trimmed, and may hold nothing but text). :func:`judge_authn_request`
@@ -11,8 +12,6 @@ typed error of the first failed one (:meth:`RequestVerdict.accept`), ``decode`` 
 from __future__ import annotations
 
 import re
-import secrets
-import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -257,7 +256,7 @@ def _signature_rule(redirect: RedirectMessage | None, sp: ServiceProviderMetadat
     """The query-signature rule, and the certificate that verified (None: unsigned or not verified)."""
     if sp is None:
         return _skipped("signature", "a query signature by the SP's metadata key", "the Issuer is not a configured SP",
-                        "unknown_issuer"), None
+                        code="unknown_issuer"), None
     certificates, required = sp.signing_certificates, sp.authn_requests_signed
 
     def expected() -> str:
@@ -346,7 +345,7 @@ def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None
     rules: list[_Rule] = []
     if sp is None or req.issuer != sp.entity_id:
         known = ", ".join(known_entity_ids or ([sp.entity_id] if sp else [])) or "none"
-        rules.append(_Rule("issuer", False, "unknown_issuer", lambda: (
+        rules.append(_Rule("issuer", False, code="unknown_issuer", texts=lambda: (
             f"the entity ID of a configured SP ({known})", repr(req.issuer),
             f"AuthnRequest Issuer {req.issuer!r} is not a configured SP; known entity IDs: {known}")))
         sp = None
@@ -360,20 +359,20 @@ def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None
     if req.destination is None:
         # SAML bindings §3.4.5.2: a signed message MUST carry Destination (or the signature could be replayed
         # at another IdP that trusts the same SP key).
-        rules.append(_Rule("destination", not signed, "destination_missing", lambda: (
+        rules.append(_Rule("destination", not signed, code="destination_missing", texts=lambda: (
             f"{' or '.join(sso_urls)} (required: the request is signed)" if signed else " or ".join(sso_urls),
             "(absent)",
             "the AuthnRequest is signed but carries no Destination; SAML bindings §3.4.5.2 requires "
             f"it (expected {' or '.join(sso_urls)})")))
     else:
         destination = req.destination
-        rules.append(_Rule("destination", destination in sso_urls, "destination_mismatch", lambda: (
+        rules.append(_Rule("destination", destination in sso_urls, code="destination_mismatch", texts=lambda: (
             " or ".join(sso_urls), destination,
             f"AuthnRequest Destination {destination!r} is not our SSO URL; expected one of: " + ", ".join(sso_urls))))
-    rules.append(_Rule("protocol_binding", req.protocol_binding in (None, BINDING_POST), "binding_unsupported",
-                       lambda: (f"{BINDING_POST} or absent", req.protocol_binding or "(absent)",
-                                f"AuthnRequest asks for ProtocolBinding {req.protocol_binding!r}; only "
-                                f"{BINDING_POST} is supported")))
+    rules.append(_Rule("protocol_binding", req.protocol_binding in (None, BINDING_POST), code="binding_unsupported",
+                       texts=lambda: (f"{BINDING_POST} or absent", req.protocol_binding or "(absent)",
+                                      f"AuthnRequest asks for ProtocolBinding {req.protocol_binding!r}; only "
+                                      f"{BINDING_POST} is supported")))
 
     earliest, latest = now - skew, now + skew
 
@@ -381,12 +380,12 @@ def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None
         return f"{_iso(earliest)} … {_iso(latest)} (now {_iso(now)} ± {skew})"
 
     if req.issue_instant < earliest:
-        rules.append(_Rule("issue_instant", False, "request_stale", lambda: (
+        rules.append(_Rule("issue_instant", False, code="request_stale", texts=lambda: (
             window(), _iso(req.issue_instant),
             f"AuthnRequest {req.id} IssueInstant {_iso(req.issue_instant)} is older than now "
             f"{_iso(now)} minus the allowed skew {skew}")))
     elif req.issue_instant > latest:
-        rules.append(_Rule("issue_instant", False, "request_from_future", lambda: (
+        rules.append(_Rule("issue_instant", False, code="request_from_future", texts=lambda: (
             window(), _iso(req.issue_instant),
             f"AuthnRequest {req.id} IssueInstant {_iso(req.issue_instant)} is later than now "
             f"{_iso(now)} plus the allowed skew {skew}")))
@@ -396,9 +395,9 @@ def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None
     acs_url: str | None = None
     if sp is None:
         rules.append(_skipped("acs", "an HTTP-POST ACS of the SP's metadata", "the Issuer is not a configured SP",
-                              "unknown_issuer"))
+                              code="unknown_issuer"))
         rules.append(_skipped("name_id_policy", _POLICY_EXPECTED, "the Issuer is not a configured SP",
-                              "unknown_issuer"))
+                              code="unknown_issuer"))
     else:
         acs, acs_url = _acs_rule(req, sp)
         rules.append(acs)
@@ -414,7 +413,8 @@ def judge_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata | None
                     f"{NAMEID_TRANSIENT} qualified by {entity_id}: answered with a signed "
                     "InvalidNameIDPolicy Response")
 
-        rules.append(_Rule("name_id_policy", fmt_ok and spnq_ok, "invalid_name_id_policy", policy_texts))
+        rules.append(_Rule("name_id_policy", fmt_ok and spnq_ok, code="invalid_name_id_policy",
+                           texts=policy_texts))
     return RequestVerdict(request=req, _rules=tuple(rules), acs_url=acs_url,
                           sp_entity_id=sp.entity_id if sp is not None else None, certificate=cert)
 
@@ -424,36 +424,3 @@ def check_authn_request(req: AuthnRequest, *, sp: ServiceProviderMetadata, sso_u
                         redirect: RedirectMessage | None = None) -> AcceptedRequest:
     """The live decision: :func:`judge_authn_request`, raising the first failed check's typed error."""
     return judge_authn_request(req, sp=sp, sso_urls=sso_urls, now=now, skew=skew, redirect=redirect).accept()
-
-
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_request_id() -> str:
-    """An xs:ID like Huawei's (``_`` + 36 lower-case alphanumerics, ~186 bits)."""
-    return "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(36))
-
-
-def build_authn_request(*, issuer: str, destination: str, acs_url: str, now: datetime,
-                        request_id: str | None = None, name_id_format: str = NAMEID_TRANSIENT,
-                        sp_name_qualifier: str | None = None) -> bytes:
-    """An AuthnRequest shaped like Huawei IAM's (simulator and tests). ``sp_name_qualifier`` defaults to
-    the issuer, as in Huawei's sample."""
-    if now.tzinfo is None:
-        raise ValueError("now must be an aware datetime")
-    root = etree.Element(qname(NS_SAMLP, "AuthnRequest"), nsmap={"saml2p": NS_SAMLP})
-    # Attribute order as Huawei's sample (alphabetical).
-    root.set("AssertionConsumerServiceURL", acs_url)
-    root.set("Destination", destination)
-    root.set("ForceAuthn", "false")
-    root.set("ID", request_id or new_request_id())
-    root.set("IsPassive", "false")
-    root.set("IssueInstant", format_xs_datetime(now, "milliseconds"))
-    root.set("ProtocolBinding", BINDING_POST)
-    root.set("Version", "2.0")
-    issuer_el = etree.SubElement(root, qname(NS_SAML, "Issuer"), nsmap={"saml2": NS_SAML})
-    issuer_el.text = issuer
-    etree.SubElement(root, qname(NS_SAMLP, "NameIDPolicy"), AllowCreate="true", Format=name_id_format,
-                     SPNameQualifier=sp_name_qualifier if sp_name_qualifier is not None else issuer)
-    body: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=False)
-    return b'<?xml version="1.0" encoding="UTF-8"?>' + body

@@ -33,7 +33,7 @@ from idp_bridge.errors import ANY_ERROR
 from idp_bridge.saml.bindings import decode_post, encode_redirect
 from idp_bridge.saml.checks import Check
 from idp_bridge.saml.metadata import build_sp_metadata
-from idp_bridge.saml.requests import build_authn_request, new_request_id
+from idp_bridge.saml.request_builder import build_authn_request, new_request_id
 from idp_bridge.saml.response_checks import (
     IdpMetadata,
     ResponseReport,
