@@ -20,6 +20,7 @@ are always stored.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -125,28 +126,12 @@ def prepare_audit(store: Store | None, event: str, outcome: str, *, reason_code:
             row = exc
     fields: dict[str, Any] = {"time": now.isoformat(), "event": event, "outcome": outcome, "reason": reason_code,
                               "correlation_id": correlation_id, "sp": sp, "customer": customer}
-    text = _line_text(fields, detail, row) if log.isEnabledFor(logging.INFO) else None  # else never written
     if detail:
         fields["detail"] = detail
-    return PreparedAudit(store, now, event, outcome, reason_code, correlation_id, sp, customer, detail,
-                         JsonLine(fields, text), row)
-
-
-def _line_text(fields: dict[str, Any], detail: dict[str, Any] | None,
-               row: PreparedRow | Exception | None) -> str | None:
-    """The text ``json.dumps`` makes of ``fields`` with ``detail`` last, without encoding the detail twice: the
-    row's JSON is the line's too unless it has a backslash-u escape (the line keeps non-ASCII as it is).
-    None if it cannot be made here: the handler makes it then, and deals with the error as before."""
-    try:
-        text = json.dumps(fields, ensure_ascii=False, default=str)
-        if not detail:
-            return text
-        shared = row.detail_json if isinstance(row, PreparedRow) else None
-        detail_text = (shared if shared is not None and "\\u" not in shared
-                       else json.dumps(detail, ensure_ascii=False, default=str))
-        return f'{text[:-1]}, "detail": {detail_text}}}'
-    except Exception:  # a value whose str() fails, say: never the caller's problem
-        return None
+    line = JsonLine(fields)
+    if log.isEnabledFor(logging.INFO):
+        line.render()  # its text made now, before the caller's transaction
+    return PreparedAudit(store, now, event, outcome, reason_code, correlation_id, sp, customer, detail, line, row)
 
 
 def audit_prepared(prepared: PreparedAudit) -> None:
@@ -196,21 +181,21 @@ def _store_prepared(store: Store, p: PreparedAudit) -> None:
                            p.now)
     elif isinstance(row, Exception):
         raise row
-    try:
-        store.audit.record_prepared(row)
-    except (StoreUnavailableError, DBAPIError, sqlite3.Error) as exc:
-        _spool_event({"event": p.event, "outcome": p.outcome, "reason_code": p.reason_code,
-                      "correlation_id": p.correlation_id, "sp": p.sp, "customer": p.customer, "detail": p.detail,
-                      "event_uid": row.event_uid, "at": p.now.isoformat()}, exc)
+    _insert_or_spool(store, row, {"event": p.event, "outcome": p.outcome, "reason_code": p.reason_code,
+                                  "correlation_id": p.correlation_id, "sp": p.sp, "customer": p.customer,
+                                  "detail": p.detail}, p.now)
 
 
 def _store(store: Store, record: dict[str, Any], now: dt.datetime) -> None:
     """Into the database, or (database away) into the spool, under an id that makes it count once."""
-    record = {**record, "event_uid": _event_uid()}
+    _insert_or_spool(store, store.audit.prepare(**record, now=now, event_uid=_event_uid()), record, now)
+
+
+def _insert_or_spool(store: Store, row: PreparedRow, record: dict[str, Any], now: dt.datetime) -> None:
     try:
-        store.audit.record(**record, now=now)
+        store.audit.record_prepared(row)
     except (StoreUnavailableError, DBAPIError, sqlite3.Error) as exc:
-        _spool_event({**record, "at": now.isoformat()}, exc)
+        _spool_event({**record, "event_uid": row.event_uid, "at": now.isoformat()}, exc)
 
 
 def _spool_event(record: dict[str, Any], exc: BaseException) -> None:
@@ -227,19 +212,23 @@ def _spool_event(record: dict[str, Any], exc: BaseException) -> None:
 
 class JsonLine:
     """A log message that is a JSON object: ``JsonFormatter`` merges its fields without a round trip through
-    text; any other formatter (a test's caplog, a plain handler) gets the JSON text, made once when asked
-    (or given: ``text`` must be what ``str`` would make of ``fields``)."""
+    text; any other formatter (a test's caplog, a plain handler) gets the JSON text, made once when asked."""
 
     __slots__ = ("fields", "_text")
 
-    def __init__(self, fields: dict[str, Any], text: str | None = None) -> None:
+    def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields
-        self._text = text
+        self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:
             self._text = json.dumps(self.fields, ensure_ascii=False, default=str)
         return self._text
+
+    def render(self) -> None:
+        """Make the text now rather than in the handler; a field that cannot be written fails there, as before."""
+        with contextlib.suppress(Exception):  # logging reports it when the line is written
+            str(self)
 
 
 class JsonFormatter(logging.Formatter):

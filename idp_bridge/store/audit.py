@@ -40,7 +40,6 @@ class PreparedRow(NamedTuple):
 
     dialect: str
     params: tuple[Any, ...]
-    detail_json: str  # the ``detail`` column's text: ``json.dumps`` of the scrubbed detail (``null``: none)
     event_uid: str | None
 
 
@@ -173,10 +172,9 @@ class AuditRepository:
         v = _values(event=event, outcome=outcome, reason_code=reason_code, correlation_id=correlation_id,
                     sp=sp, customer=customer, detail=detail, at=now, event_uid=event_uid, scrubbed=scrubbed)
         hot = self._hot
-        detail_json = hot.json(v["detail"])
         return PreparedRow(self._db.dialect, (hot.stamp(v["at"]), v["event"], v["outcome"], v["reason_code"],
-                                              v["correlation_id"], v["sp"], v["customer"], detail_json,
-                                              v["event_uid"]), detail_json, v["event_uid"])
+                                              v["correlation_id"], v["sp"], v["customer"], hot.json(v["detail"]),
+                                              v["event_uid"]), v["event_uid"])
 
     def record_prepared(self, row: PreparedRow) -> bool:
         """Store a row from ``prepare`` (of a store of this kind); False if its ``event_uid`` is already stored."""
