@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import re
 import zlib
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_to_bytes, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from idp_bridge.errors import RequestError, SignatureError
-from idp_bridge.saml import algorithms
+from idp_bridge.saml import algorithms, bindings
 from idp_bridge.saml.bindings import (
     Limits,
     decode_post,
@@ -409,3 +411,15 @@ def test_post_limits() -> None:
         decode_post(big, limits=Limits(max_xml_bytes=2999))
     assert _code(exc) == "xml_too_large"
     assert decode_post(big, limits=Limits(max_xml_bytes=3000)) == b"x" * 3000
+
+
+# The Redirect binding's percent-decoding takes a shortcut for the escapes base64 and URIs are made of
+# (saml/bindings.py _percent_decode); the standard library's unquote_to_bytes is the judge of every result.
+_ESCAPE_PIECES = st.sampled_from(["%2B", "%2b", "%2F", "%2f", "%3D", "%3d", "%3A", "%3a", "%23", "%25", "%2", "%",
+                                  "%%", "%zz", "%0A", "%E4", "+", "A", "z", "0", "9", "f", "F", "-", "_", "."])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_ESCAPE_PIECES, max_size=40).map("".join))
+def test_percent_decoding_is_unquote_to_bytes(raw: str) -> None:
+    assert bindings._percent_decode(raw) == unquote_to_bytes(raw)
